@@ -5,6 +5,8 @@ import socket
 import subprocess
 import sys
 import threading
+import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -17,6 +19,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def fetch_when_ready(url, proc, seconds=60):
+    deadline = time.time() + seconds
+    while True:
+        try:
+            return urllib.request.urlopen(url, timeout=30)
+        except urllib.error.URLError:
+            if time.time() > deadline or proc.poll() is not None:
+                raise
+            time.sleep(0.5)
 
 
 def test_make_lab_runs_scripts_lab():
@@ -42,7 +55,7 @@ def test_lab_serves_the_course():
         url = next(m.group(0) for line in lines
                    if (m := re.search(rf"http://127\.0\.0\.1:{port}/lab\?token=\w+", line)))
         token = url.split("token=")[1]
-        page = urllib.request.urlopen(url, timeout=30)
+        page = fetch_when_ready(url, proc)
         assert page.status == 200 and b"JupyterLab" in page.read()
         request = urllib.request.Request(f"http://127.0.0.1:{port}/api/contents/00_welcome.ipynb?content=1",
                                          headers={"Authorization": f"token {token}"})

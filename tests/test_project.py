@@ -44,13 +44,13 @@ def test_setup_seeds_and_prints_one_line(capsys):
     import numpy as np
     import torch
 
-    device = tl.setup(seed=3)
+    tl.setup(seed=3)
     first = (torch.rand(3), np.random.rand(3))
     tl.setup(seed=3)
     assert torch.equal(first[0], torch.rand(3)) and np.array_equal(first[1], np.random.rand(3))
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2 and f"tlkit {tl.__version__}" in lines[0] and "kernels:" in lines[0]
-    assert device.type in ("cpu", "cuda") and torch.are_deterministic_algorithms_enabled()
+    assert tl.get_device().type in ("cpu", "cuda") and torch.are_deterministic_algorithms_enabled()
 
 
 def test_doctor_cli_reports_backends_and_offline_assets():

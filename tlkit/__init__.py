@@ -14,14 +14,14 @@ Importing tlkit never compiles anything: the fused C++/CUDA kernels are built or
 """
 import importlib
 
-from ._env import doctor, setup, show_source
+from ._env import doctor, get_device, setup, show_source
 from ._version import __version__
 from .kernels import kernel_matmul, kernel_sum, median_bandwidth, mmd2, nearest
 
 _SUBPACKAGES = ("kernels", "instance", "metrics", "feature", "data", "parameter", "relational", "meta", "text")
 
 __all__ = [
-    "__version__", "setup", "doctor", "show_source",
+    "__version__", "setup", "get_device", "doctor", "show_source",
     "nearest", "kernel_sum", "kernel_matmul", "mmd2", "median_bandwidth",
     *_SUBPACKAGES,
 ]

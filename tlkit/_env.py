@@ -16,13 +16,22 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = REPO_ROOT / "data"
 
 
-def setup(seed: int = 0, device: str | None = None, quiet: bool = False) -> torch.device:
+_device = torch.device("cpu")
+
+
+def get_device() -> torch.device:
+    """The device chosen by the last :func:`setup` (CPU before any call)."""
+    return _device
+
+
+def setup(seed: int = 0, device: str | None = None, quiet: bool = False) -> None:
     """Prepare a lesson: seed python, numpy and torch, turn on deterministic algorithms, pick the device.
 
-    Prints one line (versions, device, active kernel backend) unless ``quiet``; returns the device
-    (``cuda`` when available unless ``device`` says otherwise). Every lesson's first cell is
+    Prints one line (versions, device, active kernel backend) unless ``quiet``. The device is ``cuda`` when
+    available unless ``device`` says otherwise; :func:`get_device` returns it. Every lesson's first cell is
     ``tl.setup(seed=0)``.
     """
+    global _device
     if not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     random.seed(seed)
@@ -31,7 +40,7 @@ def setup(seed: int = 0, device: str | None = None, quiet: bool = False) -> torc
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cudnn.benchmark = False
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    chosen = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    chosen = _device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     _style_plots()
     if not quiet:
         from .kernels import choose_backend
@@ -40,7 +49,6 @@ def setup(seed: int = 0, device: str | None = None, quiet: bool = False) -> torc
         threads = f" ({torch.get_num_threads()} threads)" if chosen.type == "cpu" else ""
         print(f"tlkit {__version__} · torch {torch.__version__} · device {chosen}{threads} · "
               f"kernels: {backend} · seed {seed}")
-    return chosen
 
 
 def _style_plots() -> None:

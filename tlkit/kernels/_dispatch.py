@@ -6,7 +6,7 @@ import warnings
 import torch
 
 from . import _build, _reference
-from ._registration import TorchKernelMatmul, TorchMMD2Terms
+from ._registration import TorchKernelMatmul, TorchMMD2Value
 
 BACKENDS = ("auto", "cuda", "cpp", "torch")
 DESCRIPTIONS = {
@@ -75,8 +75,9 @@ def kernel_matmul(x, y, v, sigmas, kernel, backend):
     return torch.ops.tlkit.kernel_matmul(x, y, v, sigmas, kernel)
 
 
-def mmd2_terms(x, y, wx, wy, coef, sigmas, kernel, backend):
+def mmd2_value(x, y, wx, wy, coef, const, sigmas, kernel, backend):
+    """coef · [T_xx, T_yy, T_xy] + const as a float64 scalar, differentiable in x, y, wx, wy."""
     if backend == "torch":
-        return TorchMMD2Terms.apply(x, y, wx, wy, coef, sigmas, kernel)
+        return TorchMMD2Value.apply(x, y, wx, wy, coef, const, sigmas, kernel)
     compute_grad = torch.is_grad_enabled() and (x.requires_grad or y.requires_grad)
-    return torch.ops.tlkit.mmd2_terms(x, y, wx, wy, coef, sigmas, kernel, compute_grad)[0]
+    return torch.ops.tlkit.mmd2_value(x, y, wx, wy, coef, const, sigmas, kernel, compute_grad)[0]

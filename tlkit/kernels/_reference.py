@@ -22,10 +22,13 @@ def row_chunks(n: int, m: int):
 DIRECT_MAX_DIM = 32
 
 
-def squared_distances(a: torch.Tensor, b: torch.Tensor, diagonal_at: int | None = None) -> torch.Tensor:
+def squared_distances(a: torch.Tensor, b: torch.Tensor, diagonal_at: int | None = None,
+                      exact: bool = False) -> torch.Tensor:
     """‖a_i − b_j‖² for a tile. Callers centre the data first; ``diagonal_at`` = row offset of a tile of a
-    symmetric problem (a is a row block of b), whose diagonal is then exactly 0."""
-    if a.shape[1] <= DIRECT_MAX_DIM:
+    symmetric problem (a is a row block of b), whose diagonal is then exactly 0. ``exact`` forces direct
+    differences: the laplacian needs r = sqrt(r²), which turns the GEMM form's tiny absolute errors near
+    r = 0 into large ones."""
+    if exact or a.shape[1] <= DIRECT_MAX_DIM:
         return torch.cdist(a, b, compute_mode="donot_use_mm_for_euclid_dist").square_()
     r2 = ((a * a).sum(1, keepdim=True) + (b * b).sum(1) - 2.0 * (a @ b.T)).clamp_min_(0.0)
     if diagonal_at is not None:
@@ -58,7 +61,7 @@ def nearest(x: torch.Tensor, y: torch.Tensor):
     xc, yc = _centred(x, y)
     index = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
     for rows in row_chunks(x.shape[0], y.shape[0]):
-        index[rows] = squared_distances(xc[rows], yc).argmin(1)
+        index[rows] = squared_distances(xc[rows], yc, exact=True).argmin(1)
     dist = (x - y[index]).norm(dim=1)  # exact distance of the winner
     return dist, index
 
@@ -68,7 +71,7 @@ def kernel_matmul(x, y, v, sigmas, kernel: int):
     xc, yc = _centred(x, y)
     out = torch.empty(x.shape[0], v.shape[1], dtype=x.dtype, device=x.device)
     for rows in row_chunks(x.shape[0], y.shape[0]):
-        r2 = squared_distances(xc[rows], yc, rows.start if x is y else None)
+        r2 = squared_distances(xc[rows], yc, rows.start if x is y else None, exact=kernel == 1)
         k, _ = kernel_and_phi(r2, sigmas, kernel, need_phi=False)
         out[rows] = k @ v
     return out
@@ -79,7 +82,7 @@ def kernel_pair_grad(a, b, A, B, sigmas, kernel: int):
     ac, bc = _centred(a, b)
     out = torch.empty_like(a)
     for rows in row_chunks(a.shape[0], b.shape[0]):
-        r2 = squared_distances(ac[rows], bc, rows.start if a is b else None)
+        r2 = squared_distances(ac[rows], bc, rows.start if a is b else None, exact=kernel == 1)
         _, phi = kernel_and_phi(r2, sigmas, kernel, need_phi=True)
         coeff = (A[rows] @ B.T) * phi
         out[rows] = coeff.sum(1, keepdim=True) * ac[rows] - coeff @ bc

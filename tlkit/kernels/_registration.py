@@ -27,25 +27,24 @@ def kernel_matmul_backward(prims, grad, x, y, v, sigmas, kernel, needs):
     return gx, gy, gv
 
 
-def mmd2_terms_backward(prims, grad_terms, x, y, wx, wy, coef, sigmas, kernel, forward_grads, needs):
-    """Gradients of Σ_t g_t T_t. The forward pass already computed them for g ∝ coef (how mmd2 uses it)."""
-    g = grad_terms.detach().double().cpu()
-    c = torch.tensor(coef, dtype=torch.float64)
-    scale = float(g @ c / (c @ c)) if float(c @ c) > 0 else 0.0
-    gx = gy = None
-    if needs[0] or needs[1]:
-        if forward_grads is not None and torch.allclose(g, scale * c, rtol=1e-12, atol=0.0):
-            gx, gy = forward_grads[0] * scale, forward_grads[1] * scale
-        else:
-            _, gx, gy = prims.mmd2_terms(x, y, wx, wy, g.tolist(), sigmas, kernel, True)
-    gwx = gwy = None
-    if needs[2]:  # ∂/∂wx = 2 g0 K(x,x) wx + g2 K(x,y) wy
-        gwx = (2 * g[0].item() * prims.kernel_matmul(x, x, wx[:, None], sigmas, kernel)
-               + g[2].item() * prims.kernel_matmul(x, y, wy[:, None], sigmas, kernel))[:, 0]
-    if needs[3]:  # ∂/∂wy = 2 g1 K(y,y) wy + g2 K(y,x) wx
-        gwy = (2 * g[1].item() * prims.kernel_matmul(y, y, wy[:, None], sigmas, kernel)
-               + g[2].item() * prims.kernel_matmul(y, x, wx[:, None], sigmas, kernel))[:, 0]
-    return (gx if needs[0] else None), (gy if needs[1] else None), gwx, gwy
+def mmd2_value_backward(prims, grad_value, x, y, wx, wy, coef, sigmas, kernel, gx, gy, needs):
+    """Backward of value = coef · terms + const. ∂/∂x, ∂/∂y were computed inside the forward pass (gx, gy);
+    the weights' gradients are fused kernel-matrix products: ∂/∂wx = 2 c_0 K(x,x) wx + c_2 K(x,y) wy."""
+    c_xx, c_yy, c_xy = coef
+    grad_x = (grad_value * gx).to(x.dtype) if needs[0] else None
+    grad_y = (grad_value * gy).to(y.dtype) if needs[1] else None
+    grad_wx = grad_wy = None
+    if needs[2]:
+        grad_wx = grad_value * (2 * c_xx * prims.kernel_matmul(x, x, wx[:, None], sigmas, kernel)
+                                + c_xy * prims.kernel_matmul(x, y, wy[:, None], sigmas, kernel))[:, 0]
+    if needs[3]:
+        grad_wy = grad_value * (2 * c_yy * prims.kernel_matmul(y, y, wy[:, None], sigmas, kernel)
+                                + c_xy * prims.kernel_matmul(y, x, wx[:, None], sigmas, kernel))[:, 0]
+    return grad_x, grad_y, grad_wx, grad_wy
+
+
+def combine_terms(terms, coef, const):
+    return terms @ torch.tensor(coef, dtype=torch.float64, device=terms.device) + const
 
 
 # ---------------------------------------------------------------- torch backend: autograd.Function wrappers
@@ -63,21 +62,21 @@ class TorchKernelMatmul(torch.autograd.Function):
         return (*kernel_matmul_backward(_reference, grad.contiguous(), x, y, v, ctx.sigmas, ctx.kernel, needs), None, None)
 
 
-class TorchMMD2Terms(torch.autograd.Function):
+class TorchMMD2Value(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, y, wx, wy, coef, sigmas, kernel):
+    def forward(ctx, x, y, wx, wy, coef, const, sigmas, kernel):
         need_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
         terms, gx, gy = _reference.mmd2_terms(x, y, wx, wy, coef, sigmas, kernel, need_grad)
         ctx.save_for_backward(x, y, wx, wy, gx, gy)
-        ctx.coef, ctx.sigmas, ctx.kernel, ctx.need_grad = coef, sigmas, kernel, need_grad
-        return terms
+        ctx.coef, ctx.sigmas, ctx.kernel = coef, sigmas, kernel
+        return combine_terms(terms, coef, const)
 
     @staticmethod
-    def backward(ctx, grad_terms):
+    def backward(ctx, grad_value):
         x, y, wx, wy, gx, gy = ctx.saved_tensors
-        grads = mmd2_terms_backward(_reference, grad_terms, x, y, wx, wy, ctx.coef, ctx.sigmas, ctx.kernel,
-                                    (gx, gy) if ctx.need_grad else None, ctx.needs_input_grad[:4])
-        return (*grads, None, None, None)
+        grads = mmd2_value_backward(_reference, grad_value, x, y, wx, wy, ctx.coef, ctx.sigmas, ctx.kernel, gx, gy,
+                                    ctx.needs_input_grad[:4])
+        return (*grads, None, None, None, None)
 
 
 # ---------------------------------------------------------------- compiled ops: fake impls + autograd
@@ -119,17 +118,49 @@ def register_python_parts() -> None:
 
     torch.library.register_autograd("tlkit::kernel_matmul", km_backward, setup_context=km_setup)
 
-    def mmd_setup(ctx, inputs, output):
+    def terms_setup(ctx, inputs, output):
         x, y, wx, wy, coef, sigmas, kernel, compute_grad = inputs
-        _, gx, gy = output
-        ctx.save_for_backward(x, y, wx, wy, gx, gy)
-        ctx.coef, ctx.sigmas, ctx.kernel, ctx.had_grad = coef, sigmas, kernel, compute_grad
+        ctx.save_for_backward(x, y, wx, wy)
+        ctx.sigmas, ctx.kernel = sigmas, kernel
 
-    def mmd_backward(ctx, grad_terms, _grad_gx, _grad_gy):
-        x, y, wx, wy, gx, gy = ctx.saved_tensors
-        grads = mmd2_terms_backward(ops, grad_terms, x, y, wx, wy, ctx.coef, ctx.sigmas, ctx.kernel,
-                                    (gx, gy) if ctx.had_grad else None, ctx.needs_input_grad[:4])
+    def terms_backward(ctx, grad_terms, _grad_gx, _grad_gy):
+        # For direct users of the raw op: the gradients of Σ_t g_t T_t, recomputed with coef = g (eager only).
+        x, y, wx, wy = ctx.saved_tensors
+        g = grad_terms.detach().double().cpu().tolist()
+        _, gx, gy = ops.mmd2_terms(x, y, wx, wy, g, ctx.sigmas, ctx.kernel, True)
+        grads = mmd2_value_backward(ops, torch.ones((), dtype=x.dtype, device=x.device), x, y, wx, wy, g,
+                                    ctx.sigmas, ctx.kernel, gx, gy, ctx.needs_input_grad[:4])
         return (*grads, None, None, None, None)
 
-    torch.library.register_autograd("tlkit::mmd2_terms", mmd_backward, setup_context=mmd_setup)
+    torch.library.register_autograd("tlkit::mmd2_terms", terms_backward, setup_context=terms_setup)
+
+    # What tl.mmd2 calls: value = coef · terms + const, with ∂/∂x, ∂/∂y from the forward pass. Its backward
+    # is data-independent, so it traces under torch.compile.
+    @torch.library.custom_op("tlkit::mmd2_value", mutates_args=())
+    def mmd2_value(x: torch.Tensor, y: torch.Tensor, wx: torch.Tensor, wy: torch.Tensor, coef: list[float],
+                   const: float, sigmas: list[float], kernel: int, compute_grad: bool
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        terms, gx, gy = ops.mmd2_terms(x, y, wx, wy, coef, sigmas, kernel, compute_grad)
+        return combine_terms(terms, coef, const), gx, gy
+
+    @mmd2_value.register_fake
+    def _(x, y, wx, wy, coef, const, sigmas, kernel, compute_grad):
+        value = x.new_empty((), dtype=torch.float64)
+        if compute_grad:
+            return value, torch.empty_like(x), torch.empty_like(y)
+        return value, x.new_empty(0), x.new_empty(0)
+
+    def value_setup(ctx, inputs, output):
+        x, y, wx, wy, coef, const, sigmas, kernel, compute_grad = inputs
+        _, gx, gy = output
+        ctx.save_for_backward(x, y, wx, wy, gx, gy)
+        ctx.coef, ctx.sigmas, ctx.kernel = coef, sigmas, kernel
+
+    def value_backward(ctx, grad_value, _grad_gx, _grad_gy):
+        x, y, wx, wy, gx, gy = ctx.saved_tensors
+        grads = mmd2_value_backward(ops, grad_value, x, y, wx, wy, ctx.coef, ctx.sigmas, ctx.kernel, gx, gy,
+                                    ctx.needs_input_grad[:4])
+        return (*grads, None, None, None, None, None)
+
+    mmd2_value.register_autograd(value_backward, setup_context=value_setup)
     _registered = True

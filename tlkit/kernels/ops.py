@@ -62,6 +62,9 @@ def _compute_dtype(*tensors) -> tuple[torch.dtype, torch.dtype]:
     return (result if result in COMPUTE_DTYPES else torch.float32), result
 
 
+MAX_BANDWIDTHS = 16  # what the fused kernels hold in registers
+
+
 def _sigmas(sigma, name="sigma") -> list[float]:
     if isinstance(sigma, torch.Tensor):
         sigma = sigma.detach().cpu().reshape(-1).tolist() if sigma.dim() else float(sigma)
@@ -76,6 +79,8 @@ def _sigmas(sigma, name="sigma") -> list[float]:
         raise TypeError(f"{name} must be a positive number or a sequence of them, got {sigma!r}") from None
     if not all(math.isfinite(s) and s > 0 for s in values):
         raise ValueError(f"{name} must be positive and finite, got {values}")
+    if len(values) > MAX_BANDWIDTHS:
+        raise ValueError(f"{name} may hold at most {MAX_BANDWIDTHS} bandwidths, got {len(values)}")
     return values
 
 
@@ -251,9 +256,7 @@ def mmd2(x, y, sigma=None, kernel: str = "gaussian", estimator: str = "biased",
         wx, wy = torch.ones(n, dtype=compute, device=x.device), torch.ones(m, dtype=compute, device=x.device)
         coef = (1.0 / (n * (n - 1)), 1.0 / (m * (m - 1)), -2.0 / (n * m))
         const = -(n * coef[0] + m * coef[1])  # k(z, z) = 1 on the diagonals, removed analytically
-    terms = _dispatch.mmd2_terms(xs, ys, wx, wy, list(coef), sigmas, kid, name)
-    value = terms @ torch.tensor(coef, dtype=torch.float64, device=terms.device) + const
-    return value.to(out)
+    return _dispatch.mmd2_value(xs, ys, wx, wy, list(coef), const, sigmas, kid, name).to(out)
 
 
 def _normalised(weights, length, name, device, dtype):
