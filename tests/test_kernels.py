@@ -223,6 +223,7 @@ def test_dtypes_and_layouts(backend):
     assert tl.mmd2(x.bfloat16(), y, 2.0, backend=backend).dtype == torch.float32
     torch.testing.assert_close(tl.mmd2(x.T.contiguous().T, y, 2.0, backend=backend), ref)  # non-contiguous
     assert tl.mmd2(x.numpy(), y.numpy(), 2.0, backend=backend).dtype == torch.float32
+    torch.testing.assert_close(tl.mmd2(x.numpy()[::-1], y.numpy(), 2.0, backend=backend), ref)  # negative strides
     ints = tl.mmd2(torch.arange(12).reshape(6, 2), torch.arange(12).reshape(6, 2) + 1, 2.0, backend=backend)
     assert ints.dtype == torch.get_default_dtype() and ints > 0
 

@@ -21,7 +21,7 @@ COMPUTE_DTYPES = (torch.float32, torch.float64)
 # ---------------------------------------------------------------- validation
 def _as_points(value, name: str, check_finite: bool = True) -> torch.Tensor:
     if isinstance(value, np.ndarray):
-        value = torch.from_numpy(value)
+        value = torch.from_numpy(np.ascontiguousarray(value))  # views with negative strides (np.flip) too
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor or numpy array of shape (n, d), got {type(value).__name__}")
     if value.dim() != 2:
@@ -92,7 +92,7 @@ def _kernel_id(kernel: str) -> int:
 
 def _vector(value, length: int, name: str, device, dtype) -> torch.Tensor:
     if isinstance(value, np.ndarray):
-        value = torch.from_numpy(value)
+        value = torch.from_numpy(np.ascontiguousarray(value))
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name} must be a tensor or array of shape ({length},), got {type(value).__name__}")
     if value.dim() != 1 or value.shape[0] != length:
@@ -144,7 +144,7 @@ def kernel_matmul(x, y, v, sigma, kernel: str = "gaussian", backend: str = "auto
     """
     x, y = _pair(x, y)
     if isinstance(v, np.ndarray):
-        v = torch.from_numpy(v)
+        v = torch.from_numpy(np.ascontiguousarray(v))
     if not isinstance(v, torch.Tensor):
         raise TypeError(f"v must be a tensor of shape (m, k) or (m,), got {type(v).__name__}")
     squeeze = v.dim() == 1

@@ -1,0 +1,94 @@
+"""Write the learner's copy of every lesson: ``lessons/exercises/NN_slug.ipynb``.
+
+Each lesson ``lessons/NN_slug.ipynb`` that has cells tagged ``solution`` gets a copy without those cells, with every
+output and execution count cleared, so learners attempt the exercises before reading the worked answers.
+Lessons without solution cells (lesson 00) get no copy.
+
+    python scripts/make_exercises.py           # (re)write lessons/exercises/
+    python scripts/make_exercises.py --check   # exit 1 and list the files that are out of date
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parents[1]
+LESSONS = ROOT / "lessons"
+EXERCISES = LESSONS / "exercises"
+SOLUTION_TAG = "solution"
+
+
+def lesson_paths() -> list[Path]:
+    """Every numbered lesson notebook, in course order."""
+    return sorted(LESSONS.glob("[0-9][0-9]_*.ipynb"))
+
+
+def is_solution(cell) -> bool:
+    return SOLUTION_TAG in cell.get("metadata", {}).get("tags", [])
+
+
+def exercise_notebook(lesson: nbformat.NotebookNode) -> nbformat.NotebookNode | None:
+    """The lesson without its solution cells and with outputs cleared; ``None`` if it has no solution cells."""
+    if not any(is_solution(cell) for cell in lesson.cells):
+        return None
+    notebook = copy.deepcopy(lesson)
+    notebook.cells = [cell for cell in notebook.cells if not is_solution(cell)]
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            cell.outputs = []
+            cell.execution_count = None
+    return notebook
+
+
+def render(notebook: nbformat.NotebookNode) -> str:
+    """The exact text written to disk (nbformat's canonical JSON, trailing newline)."""
+    return nbformat.writes(notebook) + "\n"
+
+
+def expected_files() -> dict[Path, str]:
+    """Path → text of every exercise notebook the lessons imply."""
+    files = {}
+    for path in lesson_paths():
+        notebook = exercise_notebook(nbformat.read(path, as_version=4))
+        if notebook is not None:
+            files[EXERCISES / path.name] = render(notebook)
+    return files
+
+
+def out_of_date() -> list[str]:
+    """Exercise files that are missing, differ from what the lessons imply, or belong to no lesson."""
+    expected = expected_files()
+    stale = [path.name for path, text in expected.items() if not path.is_file() or path.read_text() != text]
+    orphans = [path.name for path in EXERCISES.glob("*.ipynb") if path not in expected]
+    return sorted(stale + orphans)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="only report files that are out of date (exit 1 if any)")
+    args = parser.parse_args(argv)
+    if args.check:
+        stale = out_of_date()
+        for name in stale:
+            print(f"out of date: lessons/exercises/{name}")
+        if stale:
+            print("run: python scripts/make_exercises.py")
+        return 1 if stale else 0
+    EXERCISES.mkdir(exist_ok=True)
+    expected = expected_files()
+    for path, text in expected.items():
+        path.write_text(text)
+        print(f"wrote {path.relative_to(ROOT)}")
+    for path in EXERCISES.glob("*.ipynb"):
+        if path not in expected:
+            path.unlink()
+            print(f"removed {path.relative_to(ROOT)} (no lesson with solutions)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
