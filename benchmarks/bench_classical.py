@@ -1,0 +1,160 @@
+"""Benchmark: matrix-free KMM and the batched MMD permutation test against dense implementations.
+
+Each case runs in its own subprocess so its peak resident memory (``ru_maxrss``) is its own. The dense baselines
+form the n×n kernel matrix explicitly and run the same algorithm on it; they are skipped where that matrix would not
+fit in memory. Usage::
+
+    python benchmarks/bench_classical.py [--quick] [--json PATH] [--device cpu|cuda]
+
+Cases: KMM at n_s = n_t = 1k, 10k, 100k (``--kmm-iterations`` FISTA iterations each, so times compare per
+iteration), ``mmd_test`` at n = m = 1k and 10k with 1000 permutations and 100k with 100. ``--quick`` runs 1k only.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+DENSE_LIMIT_BYTES = 0.4 * (os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+KMM_SIZES = (1_000, 10_000, 100_000)
+MMD_CASES = ((1_000, 1000), (10_000, 1000), (100_000, 100))
+
+
+def make_data(n: int, device: str):
+    import torch
+
+    generator = torch.Generator().manual_seed(n)
+    xs = torch.randn(n, 2, generator=generator) * 0.5 + 0.5
+    xt = torch.randn(n, 2, generator=generator) * 0.3
+    return xs.to(device), xt.to(device)
+
+
+def dense_gaussian(a, b, sigma):
+    import torch
+
+    return torch.exp(-torch.cdist(a, b).square() / (2 * sigma**2))
+
+
+def run_kmm(n: int, dense: bool, iterations: int, device: str) -> dict:
+    import torch
+
+    import tlkit.instance.kmm as kmm_module
+    from tlkit.instance import KMM
+
+    xs, xt = make_data(n, device)
+    if dense:  # the same solver, with K(xs, xs) formed once and multiplied densely
+        matrices = {}
+
+        def dense_matmul(x, y, v, sigma, kernel="gaussian", backend="auto"):
+            key = (x.data_ptr(), y.data_ptr())
+            if key not in matrices:
+                matrices[key] = dense_gaussian(x, y, sigma)
+            return matrices[key] @ v
+
+        kmm_module.kernel_matmul = dense_matmul
+        kmm_module.kernel_sum = (lambda x, y, sigma, kernel="gaussian", backend="auto":
+                                 dense_gaussian(x, y, sigma).sum(1))
+    start = time.perf_counter()
+    model = KMM(max_iter=iterations, tol=1e-300).fit(xs, xt)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return {"seconds": time.perf_counter() - start, "iterations": model.n_iter_, "objective": model.objective_}
+
+
+def run_mmd(n: int, permutations: int, dense: bool, device: str) -> dict:
+    import torch
+
+    import tlkit.metrics.shift as shift_module
+    from tlkit.metrics import mmd_test
+
+    xs, xt = make_data(n, device)
+    xt = xt + 0.05  # a small shift, so the p-value is not trivially 1/(B+1)
+    if dense:
+        matrices = {}
+
+        def dense_matmul(x, y, v, sigma, kernel="gaussian", backend="auto"):
+            key = (x.data_ptr(), y.data_ptr(), x.shape[0])
+            if key not in matrices:
+                matrices[key] = dense_gaussian(x, y, sigma)
+            return matrices[key] @ v
+
+        shift_module.kernel_matmul = dense_matmul
+    start = time.perf_counter()
+    statistic, p_value = mmd_test(xs, xt, n_permutations=permutations, random_state=0)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return {"seconds": time.perf_counter() - start, "statistic": statistic, "p_value": p_value}
+
+
+def dense_fits(n_points: int) -> bool:
+    return 2 * 4 * n_points**2 <= DENSE_LIMIT_BYTES  # the float32 matrix plus one temporary of its size
+
+
+def run_case(case: dict) -> dict:
+    """Run one case in a child process; return its result with wall time and peak RSS."""
+    command = [sys.executable, __file__, "--case", json.dumps(case)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(process.pid, 0)
+    stdout, stderr = process.stdout.read(), process.stderr.read()
+    if os.waitstatus_to_exitcode(status) != 0:
+        return {**case, "error": stderr.strip().splitlines()[-1] if stderr.strip() else f"exit status {status}"}
+    return {**case, **json.loads(stdout.strip().splitlines()[-1]), "peak_rss_mib": usage.ru_maxrss / 1024}
+
+
+def child(case: dict) -> None:
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
+    if case["task"] == "kmm":
+        result = run_kmm(case["n"], case["impl"] == "dense", case["iterations"], case["device"])
+    else:
+        result = run_mmd(case["n"], case["permutations"], case["impl"] == "dense", case["device"])
+    print(json.dumps(result))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="n = 1k only")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--kmm-iterations", type=int, default=50)
+    parser.add_argument("--case", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.case:
+        child(json.loads(args.case))
+        return
+
+    cases = []
+    for n in KMM_SIZES[:1] if args.quick else KMM_SIZES:
+        for impl in ("fused", "dense"):
+            if impl == "fused" or dense_fits(n):
+                cases.append({"task": "kmm", "n": n, "impl": impl, "iterations": args.kmm_iterations,
+                              "device": args.device})
+    for n, permutations in MMD_CASES[:1] if args.quick else MMD_CASES:
+        for impl in ("fused", "dense"):
+            if impl == "fused" or dense_fits(2 * n):
+                cases.append({"task": "mmd_test", "n": n, "impl": impl, "permutations": permutations,
+                              "device": args.device})
+
+    results = []
+    print(f"{'task':<9} {'n_s=n_t':>8} {'impl':<6} {'detail':<14} {'seconds':>9} {'peak RSS MiB':>13}")
+    for case in cases:
+        result = run_case(case)
+        results.append(result)
+        detail = (f"{result.get('iterations', case.get('iterations'))} iters" if case["task"] == "kmm"
+                  else f"B={case['permutations']}")
+        if "error" in result:
+            print(f"{case['task']:<9} {case['n']:>8} {case['impl']:<6} {detail:<14} failed: {result['error']}")
+        else:
+            print(f"{case['task']:<9} {case['n']:>8} {case['impl']:<6} {detail:<14} {result['seconds']:>9.2f} "
+                  f"{result['peak_rss_mib']:>13.0f}")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(results, handle, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,16 @@
+"""Offline domain-shift datasets (领域偏移数据): everything comes from installed packages, never the network.
+
+- :func:`digits_shift` — scikit-learn digits → rotated / noisy / inverted / MNIST-M-style colour-blended digits;
+- :func:`moons_shift` — two moons with covariate, label or conditional shift, or rotated (for DANN);
+- :func:`shimodaira_toy` (+ :func:`shimodaira_importance`) and :func:`biased_diabetes` — sample-selection bias
+  in regression;
+- :func:`pang_lee_polarity` and :func:`lee_corpus` — text from gensim's test data.
+
+A missing file raises an error naming the package that ships it. Used in lessons 02, 04, 05, 06, 09, 10, 11.
+"""
+from .domains import (DomainShift, biased_diabetes, digits_shift, moons_shift, shimodaira_importance,
+                      shimodaira_toy)
+from .text import lee_corpus, pang_lee_polarity
+
+__all__ = ["DomainShift", "digits_shift", "moons_shift", "shimodaira_toy", "shimodaira_importance",
+           "biased_diabetes", "pang_lee_polarity", "lee_corpus"]

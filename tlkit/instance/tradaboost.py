@@ -1,0 +1,118 @@
+"""TrAdaBoost (Dai, Yang, Xue & Yu, 2007): boosting that learns which source instances still help."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.tree import DecisionTreeClassifier
+
+from .._validation import check_1d, check_2d, check_random_state, check_same_dim, to_numpy
+
+__all__ = ["TrAdaBoost"]
+
+# beta_t = eps_t / (1 - eps_t) needs 0 < eps_t < 1/2: a perfect round would give beta_t = 0 (an infinite vote).
+MIN_ERROR = 1e-10
+MAX_ERROR = 0.5 - 1e-10
+
+
+def _labels(y, name: str, n: int) -> np.ndarray:
+    labels = to_numpy(y, name, dtype=None)
+    return check_1d(labels, name, length=n, finite=labels.dtype.kind == "f")
+
+
+class TrAdaBoost(ClassifierMixin, BaseEstimator):
+    r"""Transfer AdaBoost for binary classification with many source and few labelled target instances.
+
+    Dai et al. (2007), Algorithm 1. With :math:`n` source and :math:`m` target instances, weights
+    :math:`w^1 \equiv 1`, for :math:`t = 1, \dots, N`:
+
+    1. :math:`p^t = w^t / \sum_i w_i^t`; train :math:`h_t` on source ∪ target with sample weights :math:`p^t`;
+    2. the error on the TARGET instances only:
+       :math:`\epsilon_t = \sum_{i=n+1}^{n+m} w_i^t\, |h_t(x_i) - c(x_i)| \,/\, \sum_{i=n+1}^{n+m} w_i^t`,
+       kept inside :math:`(0, \tfrac12)`;
+    3. :math:`\beta_t = \epsilon_t / (1 - \epsilon_t)` and :math:`\beta = 1 / (1 + \sqrt{2 \ln n / N})`;
+    4. source: :math:`w_i^{t+1} = w_i^t\, \beta^{|h_t(x_i) - c(x_i)|}` (a misclassified source instance loses
+       weight); target: :math:`w_i^{t+1} = w_i^t\, \beta_t^{-|h_t(x_i) - c(x_i)|}` (AdaBoost: it gains weight).
+
+    The output votes with the second half of the rounds only:
+
+    .. math:: h_f(x) = 1 \iff \prod_{t=\lceil N/2 \rceil}^{N} \beta_t^{-h_t(x)} \ge
+              \prod_{t=\lceil N/2 \rceil}^{N} \beta_t^{-1/2}.
+
+    ``estimator`` is any scikit-learn classifier whose ``fit`` takes ``sample_weight`` (default: a depth-3
+    decision tree); weights are passed scaled to mean 1, which leaves :math:`p^t` unchanged.
+
+    Shapes: ``fit(Xs (n, d), ys (n,), Xt (m, d), yt (m,))``, labels with exactly two classes;
+    ``predict(X (k, d))`` → (k,). Fitted attributes: ``estimators_``, ``errors_`` (:math:`\epsilon_t`),
+    ``betas_`` (:math:`\beta_t`), ``beta_source_`` (:math:`\beta`), ``classes_``, ``source_weights_``,
+    ``target_weights_`` (the final :math:`w`, normalised to sum 1 together). Used in lesson 06.
+    """
+
+    def __init__(self, estimator=None, n_estimators: int = 20, random_state=None):
+        self.estimator = estimator
+        self.n_estimators = n_estimators
+        self.random_state = random_state
+
+    def fit(self, Xs, ys, Xt, yt):
+        xs, xt = check_2d(to_numpy(Xs, "Xs"), "Xs"), check_2d(to_numpy(Xt, "Xt"), "Xt")
+        check_same_dim(xs, xt, ("Xs", "Xt"))
+        ys, yt = _labels(ys, "ys", len(xs)), _labels(yt, "yt", len(xt))
+        if not isinstance(self.n_estimators, int) or self.n_estimators < 1:
+            raise ValueError(f"n_estimators must be a positive int, got {self.n_estimators!r}")
+        classes = np.unique(np.concatenate([ys, yt]))
+        if len(classes) != 2:
+            raise ValueError(f"TrAdaBoost is binary (Dai et al. 2007): ys and yt together must hold exactly 2 "
+                             f"classes, got {len(classes)}: {classes.tolist()}")
+        rng = check_random_state(self.random_state)
+        base = DecisionTreeClassifier(max_depth=3) if self.estimator is None else self.estimator
+        n, m = len(xs), len(xt)
+        features = np.vstack([xs, xt])
+        targets = np.concatenate([ys, yt])
+        is_target = np.r_[np.zeros(n, dtype=bool), np.ones(m, dtype=bool)]
+        beta_source = 1.0 / (1.0 + math.sqrt(2.0 * math.log(n) / self.n_estimators))
+        weights = np.ones(n + m)
+        estimators, errors, betas = [], [], []
+        for _ in range(self.n_estimators):
+            p = weights / weights.sum()
+            learner = clone(base)
+            if "random_state" in learner.get_params():
+                learner.set_params(random_state=int(rng.integers(2**31 - 1)))
+            learner.fit(features, targets, sample_weight=p * (n + m))
+            mistakes = (learner.predict(features) != targets).astype(float)
+            error = float(np.sum(weights[is_target] * mistakes[is_target]) / np.sum(weights[is_target]))
+            error = min(max(error, MIN_ERROR), MAX_ERROR)
+            beta_t = error / (1.0 - error)
+            weights = np.where(is_target, weights * beta_t ** -mistakes, weights * beta_source ** mistakes)
+            weights = weights / weights.sum()  # a common scale changes neither p nor eps: this only avoids overflow
+            estimators.append(learner)
+            errors.append(error)
+            betas.append(beta_t)
+
+        self.classes_ = classes
+        self.estimators_ = estimators
+        self.errors_ = np.array(errors)
+        self.betas_ = np.array(betas)
+        self.beta_source_ = beta_source
+        self.source_weights_ = weights[:n]
+        self.target_weights_ = weights[n:]
+        self.n_features_in_ = xs.shape[1]
+        return self
+
+    def decision_function(self, X):
+        r"""Log of the vote ratio, :math:`\sum_{t=\lceil N/2\rceil}^{N} \ln(1/\beta_t)\,(h_t(x) - \tfrac12)`;
+        positive means ``classes_[1]``. ``X`` (k, d) → (k,)."""
+        if not hasattr(self, "estimators_"):
+            raise RuntimeError("TrAdaBoost is not fitted yet; call fit(Xs, ys, Xt, yt) first")
+        x = check_2d(to_numpy(X, "X"), "X")
+        if x.shape[1] != self.n_features_in_:
+            raise ValueError(f"X must have {self.n_features_in_} features, got {x.shape[1]}")
+        first = math.ceil(self.n_estimators / 2) - 1  # round ceil(N/2), 1-based
+        score = np.zeros(len(x))
+        for learner, beta_t in zip(self.estimators_[first:], self.betas_[first:]):
+            score += math.log(1.0 / beta_t) * ((learner.predict(x) == self.classes_[1]) - 0.5)
+        return score
+
+    def predict(self, X):
+        """Predicted labels (k,) for ``X`` (k, d): the weighted vote of the second half of the rounds."""
+        return self.classes_[(self.decision_function(X) >= 0).astype(int)]

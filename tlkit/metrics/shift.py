@@ -1,0 +1,141 @@
+"""Domain-shift metrics: the MMD permutation test, the proxy A-distance and the CORAL distance."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.base import clone
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from .._validation import check_pair, check_random_state, to_numpy
+from ..kernels import kernel_matmul, median_bandwidth
+
+__all__ = ["mmd_test", "proxy_a_distance", "coral_distance"]
+
+
+def _unbiased_statistics(kz: torch.Tensor, assignments: torch.Tensor, row_sums: torch.Tensor, total: float,
+                         n: int, m: int, diagonal: float) -> torch.Tensor:
+    r"""Unbiased MMD² for each split given by a column of ``assignments`` (1 = first sample), from :math:`K a`.
+
+    With :math:`a` the indicator of the first sample, :math:`b = 1 - a`, :math:`r = K\mathbf 1` and
+    :math:`T = \mathbf 1^\top K \mathbf 1`: :math:`a^\top K b = a^\top r - a^\top K a` and
+    :math:`b^\top K b = T - 2 a^\top r + a^\top K a`; the diagonals :math:`k(z, z)` are removed analytically.
+    """
+    a = assignments.to(torch.float64)
+    within_first = (a * kz).sum(dim=0)  # a^T K a
+    first_rows = a.T @ row_sums  # a^T r
+    cross = first_rows - within_first
+    within_second = total - 2.0 * first_rows + within_first
+    return ((within_first - n * diagonal) / (n * (n - 1)) + (within_second - m * diagonal) / (m * (m - 1))
+            - 2.0 * cross / (n * m))
+
+
+def mmd_test(Xs, Xt, n_permutations: int = 1000, sigma=None, kernel: str = "gaussian", random_state=None,
+             batch_size: int = 256, return_null: bool = False, backend: str = "auto"):
+    r"""Permutation two-sample test of :math:`H_0: P = Q` on the unbiased MMD² (Gretton et al., 2012).
+
+    .. math::
+        T = \widehat{\mathrm{MMD}}^2_u = \frac{1}{n(n-1)} \sum_{i \ne i'} k(x_i, x_{i'})
+            + \frac{1}{m(m-1)} \sum_{j \ne j'} k(y_j, y_{j'}) - \frac{2}{nm} \sum_{i,j} k(x_i, y_j),
+        \qquad p = \frac{1 + \#\{b : T_b \ge T\}}{1 + B}
+
+    where :math:`T_b` is the statistic after randomly re-splitting the pooled sample :math:`z = x \cup y` into
+    groups of sizes :math:`n` and :math:`m`. Counting the observed split among the :math:`B + 1` makes the test
+    exact at any :math:`B` and the p-value never 0 (its smallest value is :math:`1/(1+B)`).
+
+    No kernel is recomputed per permutation and no :math:`N \times N` matrix is formed (:math:`N = n + m`):
+    each split's indicator :math:`a \in \{0,1\}^N` is a column of :math:`V`, the fused
+    :func:`tlkit.kernel_matmul` returns :math:`K V` for ``batch_size`` permutations at once, and every
+    :math:`T_b` is a quadratic form in :math:`a` (see :func:`_unbiased_statistics`). Quadratic forms are
+    accumulated in float64.
+
+    ``sigma=None`` uses :func:`tlkit.median_bandwidth` on the pooled sample (label-free, so the test stays exact);
+    a sequence of bandwidths averages the kernels.
+
+    Shapes: ``Xs`` (n, d), ``Xt`` (m, d), n, m ≥ 2 → ``(statistic, p_value)`` as floats, plus the null
+    statistics (B,) as a numpy array when ``return_null=True``. Used in lesson 04.
+    """
+    xs, xt = check_pair(Xs, Xt, min_samples=2)
+    if not isinstance(n_permutations, int) or n_permutations < 1:
+        raise ValueError(f"n_permutations must be a positive int, got {n_permutations!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    rng = check_random_state(random_state)
+    n, m = xs.shape[0], xt.shape[0]
+    pooled = torch.cat([xs, xt])
+    sigma = median_bandwidth(xs, xt) if sigma is None else sigma
+    device, dtype = pooled.device, pooled.dtype
+
+    def kernel_product(v: torch.Tensor) -> torch.Tensor:
+        return kernel_matmul(pooled, pooled, v.to(dtype), sigma, kernel, backend).to(torch.float64)
+
+    diagonal = float(kernel_matmul(pooled[:1], pooled[:1], torch.ones(1, 1, dtype=dtype, device=device),
+                                   sigma, kernel, backend)[0, 0])  # k(z, z), 1 for the Gaussian and Laplacian
+    observed = torch.zeros(n + m, 1, dtype=torch.float64, device=device)
+    observed[:n] = 1.0
+    first_pass = kernel_product(torch.cat([torch.ones_like(observed), observed], dim=1))
+    row_sums = first_pass[:, 0]
+    total = float(row_sums.sum())
+    statistic = float(_unbiased_statistics(first_pass[:, 1:], observed, row_sums, total, n, m, diagonal)[0])
+
+    template = np.zeros(n + m)
+    template[:n] = 1.0
+    null = []
+    for start in range(0, n_permutations, batch_size):
+        count = min(batch_size, n_permutations - start)
+        splits = rng.permuted(np.tile(template, (count, 1)), axis=1).T  # (N, count), one split per column
+        assignments = torch.from_numpy(splits).to(device)
+        null.append(_unbiased_statistics(kernel_product(assignments), assignments, row_sums, total, n, m, diagonal))
+    null = torch.cat(null).cpu().numpy()
+    p_value = (1.0 + float(np.sum(null >= statistic))) / (1.0 + n_permutations)
+    return (statistic, p_value, null) if return_null else (statistic, p_value)
+
+
+def proxy_a_distance(Xs, Xt, classifier=None, cv: int = 5, random_state=None) -> float:
+    r"""Proxy A-distance (Ben-David, Blitzer, Crammer & Pereira, 2007) from a cross-validated domain classifier.
+
+    .. math:: \hat d_{\mathcal A} = 2\,(1 - 2\,\mathrm{err}), \qquad
+              \mathrm{err} \leftarrow \min(\mathrm{err},\, 1 - \mathrm{err})
+
+    where err is the held-out error of a classifier telling source (label 0) from target (label 1) samples,
+    measured by ``cv``-fold stratified cross-validation. It is the balanced error (the mean of the two
+    per-domain error rates), so unequal sample sizes do not fake a distance. An error above 1/2 means the
+    classifier is anti-correlated with the domain — as informative as the flipped classifier — so it is
+    folded back, and :math:`\hat d_{\mathcal A} \in [0, 2]`: 0 for indistinguishable domains, 2 for separable
+    ones. The default classifier is linear (standardised features, logistic regression), as in the paper.
+
+    Shapes: ``Xs`` (n_s, d), ``Xt`` (n_t, d), at least ``cv`` samples each → float. Used in lessons 02 and 04.
+    """
+    check_pair(Xs, Xt, min_samples=2)
+    xs, xt = to_numpy(Xs, "Xs"), to_numpy(Xt, "Xt")
+    if not isinstance(cv, int) or not 2 <= cv <= min(len(xs), len(xt)):
+        raise ValueError(f"cv must be an int between 2 and min(n_s, n_t) = {min(len(xs), len(xt))}, got {cv!r}")
+    model = (make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)) if classifier is None
+             else clone(classifier))
+    features = np.vstack([xs, xt])
+    domains = np.r_[np.zeros(len(xs), dtype=int), np.ones(len(xt), dtype=int)]
+    seed = int(check_random_state(random_state).integers(2**31 - 1))
+    folds = StratifiedKFold(n_splits=cv, shuffle=True, random_state=seed)
+    predicted = cross_val_predict(model, features, domains, cv=folds)
+    error = 0.5 * (np.mean(predicted[domains == 0] != 0) + np.mean(predicted[domains == 1] != 1))
+    error = min(error, 1.0 - error)
+    return float(2.0 * (1.0 - 2.0 * error))
+
+
+def coral_distance(Xs, Xt) -> float:
+    r"""CORAL distance between the feature covariances of two samples (Sun & Saenko, 2016).
+
+    .. math:: d_{\mathrm{CORAL}} = \frac{1}{4 d^2} \lVert C_s - C_t \rVert_F^2, \qquad
+              C = \frac{1}{n-1} (X - \bar X)^\top (X - \bar X)
+
+    the loss Deep CORAL minimises. Second-order only: two samples with equal covariances and different means
+    are at distance 0. Computed in float64.
+
+    Shapes: ``Xs`` (n_s, d), ``Xt`` (n_t, d), at least 2 samples each → float. Used in lessons 04 and 09.
+    """
+    xs, xt = check_pair(Xs, Xt, min_samples=2, dtype=torch.float64)
+    d = xs.shape[1]
+    difference = torch.cov(xs.T).reshape(d, d) - torch.cov(xt.T).reshape(d, d)
+    return float(difference.square().sum() / (4.0 * d * d))
