@@ -14,7 +14,7 @@ export TOKENIZERS_PARALLELISM := false
 export TLKIT_BUILD_DIR ?= $(CURDIR)/.build/ext
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: lab test test-lib test-lessons bench lesson-times build doctor env clean
+.PHONY: lab test test-lib test-lessons bench lesson-times book build doctor env clean
 
 env: $(ENV_STAMP)
 
@@ -45,6 +45,9 @@ bench: build
 
 lesson-times: build
 	$(BIN)/python scripts/lesson_times.py
+
+book: env
+	$(BIN)/python scripts/make_book.py
 
 doctor: build
 	$(BIN)/python -m tlkit doctor

@@ -1,0 +1,181 @@
+"""Render the course as a static HTML site, readable in any browser without Jupyter.
+
+Every lesson ``lessons/NN_slug.ipynb`` is rendered as committed (with its outputs; nothing is executed) by nbconvert's
+HTML exporter to ``NN_slug.html``; ``lessons/GLOSSARY.md`` and ``lessons/TEACHING.md`` become ``glossary.html`` and
+``teaching.html``; ``index.html`` links every page, with each lesson's title read from its notebook's first heading.
+Links between lessons (``01_why_transfer.ipynb``, ``GLOSSARY.md``) are rewritten to the rendered pages.
+
+    python scripts/make_book.py                  # writes build/book/
+    python scripts/make_book.py --out /tmp/book  # anywhere else (the tests do this)
+"""
+from __future__ import annotations
+
+import argparse
+import html
+import re
+from pathlib import Path
+
+import nbformat
+from nbconvert import HTMLExporter
+
+ROOT = Path(__file__).resolve().parents[1]
+LESSONS = ROOT / "lessons"
+DEFAULT_OUT = ROOT / "build" / "book"
+# Markdown pages of the book: source file name -> rendered page name.
+MARKDOWN_PAGES = {"GLOSSARY.md": "glossary.html", "TEACHING.md": "teaching.html"}
+
+# The same MathJax the notebook pages load (nbconvert's template), with $...$ for inline formulas. From a CDN:
+# offline, formulas show as their LaTeX source.
+MATHJAX = """
+<script type="text/x-mathjax-config">
+MathJax.Hub.Config({tex2jax: {inlineMath: [["$", "$"], ["\\\\(", "\\\\)"]], processEscapes: true}});
+</script>
+<script src="https://cdnjs.cloudflare.com/ajax/libs/mathjax/2.7.7/latest.js?config=TeX-AMS_CHTML-full,Safe"></script>
+"""
+STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", "Noto Sans CJK SC", "PingFang SC", sans-serif;
+       max-width: 60rem; margin: 2rem auto; padding: 0 1rem; line-height: 1.55; color: #222; }
+table { border-collapse: collapse; margin: 1rem 0; }
+th, td { border: 1px solid #ccc; padding: 0.3rem 0.6rem; vertical-align: top; }
+th { background: #f3f3f3; }
+code { background: #f5f5f5; padding: 0 0.2rem; }
+pre { background: #f5f5f5; padding: 0.6rem; overflow-x: auto; }
+nav { margin-bottom: 1.5rem; font-size: 0.95rem; }
+ul.lessons { list-style: none; padding-left: 0; }
+ul.lessons li { margin: 0.3rem 0; }
+a.anchor-link { visibility: hidden; margin-left: 0.3rem; text-decoration: none; }
+h1:hover a.anchor-link, h2:hover a.anchor-link, h3:hover a.anchor-link { visibility: visible; }
+"""
+
+
+def lesson_paths() -> list[Path]:
+    """Every numbered lesson notebook, in course order."""
+    return sorted(LESSONS.glob("[0-9][0-9]_*.ipynb"))
+
+
+def first_heading(markdown_text: str) -> str | None:
+    """The text of the first markdown heading (``# 05 · 中文 / English`` → ``05 · 中文 / English``), if any."""
+    match = re.search(r"^#+\s+(.*\S)", markdown_text, flags=re.M)
+    return match.group(1) if match else None
+
+
+def lesson_title(notebook: nbformat.NotebookNode, fallback: str) -> str:
+    """The first heading of the notebook's markdown cells, or ``fallback``."""
+    for cell in notebook.cells:
+        if cell.cell_type == "markdown" and (heading := first_heading(cell.source)):
+            return heading
+    return fallback
+
+
+def page_name(target: str) -> str | None:
+    """The rendered page a link inside the lessons points to, or ``None`` if it is not a book page."""
+    name = Path(target).name
+    if re.fullmatch(r"\d\d_[\w-]+\.ipynb", name):
+        return Path(name).with_suffix(".html").name
+    return MARKDOWN_PAGES.get(name)
+
+
+def rewrite_links(page_html: str) -> str:
+    """Point ``href`` links to lesson notebooks and the markdown pages at their rendered pages.
+
+    A relative link to anything else in the repository (a script, a file under ``tlkit/``) has no page in the book;
+    it becomes plain text so that no link in the book is broken.
+    """
+
+    def replace(match: re.Match) -> str:
+        target, anchor, text = match.group(1), match.group(2) or "", match.group(3)
+        if re.match(r"[a-z][a-z0-9+.-]*:|#|/", target):  # absolute URL, in-page anchor or absolute path: keep
+            return match.group(0)
+        rendered = page_name(target)
+        return f'<a href="{rendered}{anchor}">{text}</a>' if rendered else text
+
+    return re.sub(r'<a href="([^"#]*)(#[^"]*)?">(.*?)</a>', replace, page_html, flags=re.S)
+
+
+def markdown_to_html(text: str) -> str:
+    """Markdown → HTML with the ``markdown`` package if installed, else nbconvert's own filter (mistune)."""
+    try:
+        import markdown
+    except ImportError:
+        from nbconvert.filters import markdown2html
+
+        return markdown2html(text)
+    return markdown.markdown(text, extensions=["tables", "fenced_code"])
+
+
+def standalone_page(title: str, body: str, back_link: bool = True) -> str:
+    nav = '<nav><a href="index.html">← 目录 / Contents</a></nav>\n' if back_link else ""
+    return (
+        "<!DOCTYPE html>\n<html lang=\"zh-Hans\">\n<head>\n<meta charset=\"utf-8\">\n"
+        f"<title>{html.escape(title)}</title>\n<style>{STYLE}</style>\n{MATHJAX}</head>\n<body>\n"
+        f"{nav}{body}\n</body>\n</html>\n"
+    )
+
+
+def render_lessons(out: Path) -> list[tuple[str, str]]:
+    """Write one HTML page per lesson; return ``(page, title)`` in course order."""
+    exporter = HTMLExporter(template_name="lab")
+    pages = []
+    for path in lesson_paths():
+        notebook = nbformat.read(path, as_version=4)
+        title = lesson_title(notebook, path.stem)
+        body, _ = exporter.from_notebook_node(notebook, resources={"metadata": {"name": title}})
+        body = add_index_link(body)
+        page = path.with_suffix(".html").name
+        (out / page).write_text(rewrite_links(body), encoding="utf-8")
+        pages.append((page, title))
+    return pages
+
+
+def add_index_link(page_html: str) -> str:
+    """Insert a link back to the index right after the opening ``<body ...>`` tag."""
+    nav = '<nav style="padding: 0.5rem 1rem"><a href="index.html">← 目录 / Contents</a></nav>'
+    return re.sub(r"(<body[^>]*>)", lambda match: match.group(1) + nav, page_html, count=1)
+
+
+def render_markdown_pages(out: Path) -> list[tuple[str, str]]:
+    """Write the glossary and the teaching guide; return ``(page, title)`` for those that exist."""
+    pages = []
+    for source, page in MARKDOWN_PAGES.items():
+        path = LESSONS / source
+        if not path.exists():
+            continue
+        text = path.read_text(encoding="utf-8")
+        title = first_heading(text) or path.stem
+        (out / page).write_text(rewrite_links(standalone_page(title, markdown_to_html(text))), encoding="utf-8")
+        pages.append((page, title))
+    return pages
+
+
+def render_index(out: Path, lessons: list[tuple[str, str]], extras: list[tuple[str, str]]) -> None:
+    lesson_items = "\n".join(f'<li><a href="{page}">{html.escape(title)}</a></li>' for page, title in lessons)
+    extra_items = "\n".join(f'<li><a href="{page}">{html.escape(title)}</a></li>' for page, title in extras)
+    body = (
+        "<h1>tlkit · 迁移学习课程 / A transfer-learning course</h1>\n"
+        "<p>Every lesson as committed, with its outputs. To run them, open the notebooks in JupyterLab "
+        "(<code>make lab</code>).</p>\n"
+        f"<h2>课程 / Lessons</h2>\n<ul class=\"lessons\">\n{lesson_items}\n</ul>\n"
+        f"<h2>参考 / Reference</h2>\n<ul>\n{extra_items}\n</ul>\n"
+    )
+    (out / "index.html").write_text(standalone_page("tlkit course", body, back_link=False), encoding="utf-8")
+
+
+def build(out: Path) -> list[str]:
+    """Render the whole book into ``out``; return the names of the pages written (index first)."""
+    out.mkdir(parents=True, exist_ok=True)
+    lessons = render_lessons(out)
+    extras = render_markdown_pages(out)
+    render_index(out, lessons, extras)
+    return ["index.html"] + [page for page, _ in lessons + extras]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
+    args = parser.parse_args()
+    pages = build(args.out)
+    print(f"wrote {len(pages)} pages to {args.out} — open {args.out / 'index.html'}")
+
+
+if __name__ == "__main__":
+    main()
