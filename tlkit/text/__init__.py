@@ -1,4 +1,12 @@
-"""Pretrained text models, offline: MiniLM (a 6-layer BERT) for sentence embeddings and fine-tuning."""
-from .minilm import EMBEDDING_DIM, cache_dir, encode, fine_tune, load_minilm, mean_pool, minilm_path
+"""Pretrained text models, offline: MiniLM (a 6-layer BERT) for sentence embeddings and fine-tuning.
+
+Importing this module sets ``HF_HUB_OFFLINE=1`` unless it is already set: every model here loads from an
+installed package, and a hub lookup would otherwise hang for about a minute before failing.
+"""
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from .minilm import EMBEDDING_DIM, cache_dir, encode, fine_tune, load_minilm, mean_pool, minilm_path  # noqa: E402
 
 __all__ = ["load_minilm", "encode", "fine_tune", "mean_pool", "minilm_path", "cache_dir", "EMBEDDING_DIM"]
