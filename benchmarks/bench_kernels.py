@@ -1,0 +1,250 @@
+"""CPU timings of tlkit's fused C++ kernels against naive, chunked and (if installed) KeOps PyTorch code.
+
+    python benchmarks/bench_kernels.py [--quick] [--dims 2 64 512] [--sizes 1000 4000 16000 64000]
+                                       [--threads 2] [--no-scale] [--json results.json]
+
+Rows: MMD² forward, MMD² forward + backward (gradients w.r.t. x and y) and nearest neighbour, for n = m points of
+dimension d (float32, Gaussian kernel, sigma = sqrt(2 d), the median heuristic for these clouds), plus a scale run:
+MMD² forward + backward at n = m = 200,000, d = 16.  Columns: tlkit (backend="cpp"); naive torch (cdist -> exp ->
+mean with the n x m matrices in memory, autograd for the backward); chunked torch (row blocks of cdist/exp, a
+hand-written blockwise gradient; never more than one block of the kernel matrix in memory); pykeops on the CPU when
+importable.  Time: median wall time of up to --repeats runs after a warm-up (a single run once a call takes > 3 s).
+Memory: peak resident-set growth during the warm-up call (freed heap first returned to the OS with malloc_trim),
+sampled every millisecond from /proc/self/statm by a thread: a measurement, not an analytical count; peaks shorter
+than the sampling period can be missed, and the extension's own load is excluded by a tiny call first.  Naive torch is
+skipped, with the bytes it would need, where its matrices (12 n² bytes forward, 36 n² with autograd) exceed 16 GiB.
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import statistics
+import threading
+import time
+
+import torch
+
+import tlkit as tl
+
+NAIVE_LIMIT_BYTES = 16 * 2**30
+CHUNK_ELEMENTS = 2**22  # entries of one kernel-matrix block in chunked torch (16 MiB in float32)
+
+
+# --------------------------------------------------------------------------------------------------- baselines
+def naive_mmd2(x, y, sigma):
+    def mean_k(a, b):
+        return torch.exp(-torch.cdist(a, b).pow(2) / (2 * sigma**2)).mean()
+
+    return mean_k(x, x) + mean_k(y, y) - 2 * mean_k(x, y)
+
+
+def chunked_term(a, b, sigma, with_grad):
+    """sum_ij k(a_i, b_j) and, if with_grad, its gradients w.r.t. a and b, in row blocks of a."""
+    rows = max(1, CHUNK_ELEMENTS // len(b))
+    total = a.new_zeros((), dtype=torch.float64)
+    ga = torch.empty_like(a) if with_grad else None
+    gb = torch.zeros_like(b) if with_grad else None
+    for start in range(0, len(a), rows):
+        block = a[start:start + rows]
+        k = torch.exp(torch.cdist(block, b).pow_(2).mul_(-0.5 / sigma**2))
+        total += k.sum(dtype=torch.float64)
+        if with_grad:  # d k(a, b) / d a = -k (a - b) / sigma^2
+            ga[start:start + rows] = -(block * k.sum(1, keepdim=True) - k @ b) / sigma**2
+            gb -= (b * k.sum(0)[:, None] - k.T @ block) / sigma**2
+    return total, ga, gb
+
+
+def chunked_mmd2(x, y, sigma, with_grad=False):
+    """Biased MMD² and (if with_grad) its gradients, never holding more than one kernel block."""
+    n, m = len(x), len(y)
+    txx, gxx_a, gxx_b = chunked_term(x, x, sigma, with_grad)
+    tyy, gyy_a, gyy_b = chunked_term(y, y, sigma, with_grad)
+    txy, gxy_a, gxy_b = chunked_term(x, y, sigma, with_grad)
+    value = txx / n**2 + tyy / m**2 - 2 * txy / (n * m)
+    if not with_grad:
+        return value, None, None
+    gx = (gxx_a + gxx_b) / n**2 - 2 * gxy_a / (n * m)
+    gy = (gyy_a + gyy_b) / m**2 - 2 * gxy_b / (n * m)
+    return value, gx, gy
+
+
+def chunked_nearest(x, y):
+    rows = max(1, CHUNK_ELEMENTS // len(y))
+    parts = [torch.cdist(x[s:s + rows], y).min(dim=1) for s in range(0, len(x), rows)]
+    return torch.cat([p.values for p in parts]), torch.cat([p.indices for p in parts])
+
+
+def keops_module():
+    try:
+        from pykeops.torch import LazyTensor
+    except ImportError:
+        return None
+    return LazyTensor
+
+
+def keops_mmd2(LazyTensor, x, y, sigma):
+    def mean_k(a, b):
+        d2 = ((LazyTensor(a[:, None, :]) - LazyTensor(b[None, :, :])) ** 2).sum(-1)
+        return (-d2 / (2 * sigma**2)).exp().sum(1).sum() / (len(a) * len(b))
+
+    return mean_k(x, x) + mean_k(y, y) - 2 * mean_k(x, y)
+
+
+def keops_nearest(LazyTensor, x, y):
+    d2 = ((LazyTensor(x[:, None, :]) - LazyTensor(y[None, :, :])) ** 2).sum(-1)
+    return d2.min(1).sqrt(), d2.argmin(1)
+
+
+# ------------------------------------------------------------------------------------------------- measuring
+class PeakRSS:
+    """Peak growth of the resident set during a `with` block, sampled every millisecond."""
+
+    def __enter__(self):
+        self._page = os.sysconf("SC_PAGE_SIZE")
+        self.base = self.peak = self._rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _rss(self):
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * self._page
+
+    def _sample(self):
+        while not self._stop.wait(0.001):
+            self.peak = max(self.peak, self._rss())
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._rss())
+        self.delta = self.peak - self.base
+
+
+def release_freed_memory():
+    """Return freed heap pages to the OS so that the next call's RSS growth is visible."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:  # not glibc: growth may then be under-reported
+        pass
+
+
+def measure(fn, repeats):
+    """(median seconds, peak RSS growth in bytes of the first call) of fn()."""
+    release_freed_memory()
+    with PeakRSS() as mem:
+        start = time.perf_counter()
+        fn()
+        first = time.perf_counter() - start
+    times = []
+    for _ in range(repeats if first < 3.0 else 1):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), mem.delta
+
+
+def task_functions(task, sigma, LazyTensor):
+    """name -> (function(x, y), bytes it needs or None) for one task."""
+    def with_backward(loss_fn):
+        def run(x, y):
+            xg, yg = x.detach().requires_grad_(), y.detach().requires_grad_()
+            loss_fn(xg, yg).backward()
+            return xg.grad, yg.grad
+        return run
+
+    if task == "nearest":
+        fns = {"tlkit": lambda x, y: tl.nearest(x, y, backend="cpp"),
+               "naive": lambda x, y: torch.cdist(x, y).min(dim=1),
+               "chunked": chunked_nearest}
+        if LazyTensor is not None:
+            fns["keops"] = lambda x, y: keops_nearest(LazyTensor, x, y)
+        return fns
+    tlkit_loss = lambda x, y: tl.mmd2(x, y, sigma=sigma, backend="cpp")  # noqa: E731
+    naive_loss = lambda x, y: naive_mmd2(x, y, sigma)  # noqa: E731
+    backward = task == "fwd+bwd"
+    fns = {"tlkit": with_backward(tlkit_loss) if backward else tlkit_loss,
+           "naive": with_backward(naive_loss) if backward else naive_loss,
+           "chunked": lambda x, y: chunked_mmd2(x, y, sigma, with_grad=backward)}
+    if LazyTensor is not None:
+        keops_loss = lambda x, y: keops_mmd2(LazyTensor, x, y, sigma)  # noqa: E731
+        fns["keops"] = with_backward(keops_loss) if backward else keops_loss
+    return fns
+
+
+def naive_bytes(task, n):
+    return {"fwd": 12, "fwd+bwd": 36, "nearest": 4}[task] * n * n
+
+
+def gib(nbytes):
+    return nbytes / 2**30
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="n = 1000 and 4000 only, no scale run (< ~1 min)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 4000, 16000, 64000])
+    parser.add_argument("--dims", type=int, nargs="+", default=[2, 64, 512])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--no-scale", action="store_true", help="skip the 200k x 16 scale run")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    args = parser.parse_args()
+    sizes = [s for s in args.sizes if s <= 4000] if args.quick else args.sizes
+    torch.set_num_threads(args.threads)
+    LazyTensor = keops_module()
+    print(f"threads={args.threads}  pykeops={'yes' if LazyTensor else 'not installed (skipped)'}")
+
+    tiny = torch.zeros(2, 1)
+    tl.mmd2(tiny, tiny, sigma=1.0, backend="cpp")  # builds/loads the extension outside the measurements
+    results = []
+    header = f"{'task':8} {'d':>4} {'n':>6} | {'method':8} {'time s':>9} {'peak MiB':>9} | tlkit speed-up"
+    print(header + "\n" + "-" * len(header))
+    generator = torch.Generator().manual_seed(0)
+    for d in args.dims:
+        sigma = (2.0 * d) ** 0.5
+        for n in sizes:
+            x = torch.randn(n, d, generator=generator)
+            y = torch.randn(n, d, generator=generator) + 0.5
+            for task in ("fwd", "fwd+bwd", "nearest"):
+                row = {"task": task, "d": d, "n": n}
+                for name, fn in task_functions(task, sigma, LazyTensor).items():
+                    need = naive_bytes(task, n)
+                    if name == "naive" and need > NAIVE_LIMIT_BYTES:
+                        row[name] = {"skipped": "OOM", "needs_bytes": need}
+                        print(f"{task:8} {d:>4} {n:>6} | {name:8} OOM-skipped (needs {gib(need):.1f} GiB)")
+                        continue
+                    seconds, peak = measure(lambda: fn(x, y), args.repeats)
+                    row[name] = {"seconds": seconds, "peak_rss_bytes": peak}
+                    ratio = "" if name == "tlkit" else f"{seconds / row['tlkit']['seconds']:.2f}x"
+                    print(f"{task:8} {d:>4} {n:>6} | {name:8} {seconds:9.4f} {peak / 2**20:9.1f} | {ratio}",
+                          flush=True)
+                results.append(row)
+
+    scale = None
+    if not (args.quick or args.no_scale):
+        n, d = 200_000, 16
+        x = torch.randn(n, d, generator=generator)
+        y = torch.randn(n, d, generator=generator) + 0.5
+        sigma = (2.0 * d) ** 0.5
+        fn = task_functions("fwd+bwd", sigma, None)["tlkit"]
+        with PeakRSS() as mem:
+            start = time.perf_counter()
+            fn(x, y)
+            seconds = time.perf_counter() - start
+        scale = {"task": "fwd+bwd", "n": n, "d": d, "seconds": seconds, "peak_rss_bytes": mem.delta}
+        print(f"\nscale run: MMD² fwd+bwd, n = m = {n:,}, d = {d}: {seconds:.1f} s, "
+              f"peak extra memory {mem.delta / 2**20:.0f} MiB ({'<' if mem.delta < 2**30 else '>='} 1 GiB)")
+
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"threads": args.threads, "rows": results, "scale": scale,
+                       "memory": "peak RSS growth sampled every 1 ms"}, f, indent=2)
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
