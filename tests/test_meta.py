@@ -8,14 +8,6 @@ from torch import nn
 from tlkit.meta import MAML, ConvEncoder, ProtoNet, Task, TaskSampler, nearest_neighbour_accuracy, split_classes
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def mse(prediction, target):
     return (prediction.squeeze(-1) - target).pow(2).mean()
 

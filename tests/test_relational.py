@@ -40,15 +40,6 @@ def rotate(points, degrees):
     return (points @ rotation.T).astype(np.float32)
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny networks: one thread avoids oversubscribing the 2 shared cores (tens of times faster under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.usefixtures("one_thread")
 def test_dann_raises_target_accuracy_on_rotated_moons(seed):
