@@ -662,6 +662,7 @@ std::tuple<Tensor, Tensor, Tensor> mmd2_terms_impl(const Tensor& x, const Tensor
         }
         T* phi_row = GEMM ? dt.dots + ii * nj : phi_buf;  // GEMM: phi overwrites the consumed r^2 row
         eval_row<T, KIND, true>(kp, nj, r2_at, tbuf, kbuf, phi_row);
+        if (diagonal) phi_row[ii] = T(0);  // a_i - a_i = 0 exactly; the expanded GEMM form would leave rounding
         T wsum = 0;
 #pragma omp simd reduction(+ : s, wsum)
         for (int64_t j = 0; j < nj; ++j) {

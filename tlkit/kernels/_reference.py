@@ -85,6 +85,9 @@ def kernel_pair_grad(a, b, A, B, sigmas, kernel: int):
         r2 = squared_distances(ac[rows], bc, rows.start if a is b else None, exact=kernel == 1)
         _, phi = kernel_and_phi(r2, sigmas, kernel, need_phi=True)
         coeff = (A[rows] @ B.T) * phi
+        if a is b:  # a_i − a_i = 0 exactly; dropping it avoids cancellation in the expanded form below
+            local = torch.arange(coeff.shape[0], device=a.device)
+            coeff[local, local + rows.start] = 0.0
         out[rows] = coeff.sum(1, keepdim=True) * ac[rows] - coeff @ bc
     return out
 
