@@ -41,15 +41,24 @@ def test_moons_shifts():
     assert covariate.Xs[:, 0].mean() < covariate.Xt[:, 0].mean() - 0.5
     label = data.moons_shift("label", n_source=200, n_target=100, random_state=0)
     assert label.ys.mean() == 0.5 and label.yt.mean() == pytest.approx(0.2)
-    conditional = data.moons_shift("conditional", n_source=2000, n_target=2000, random_state=0)
+    # class means from 10k points per class and domain: each coordinate's gap has sd <= 0.01, atol = 5 sd
+    conditional = data.moons_shift("conditional", n_source=20_000, n_target=20_000, random_state=0)
     for c, offset in ((0, 0.0), (1, 0.5)):
         gap = conditional.Xt[conditional.yt == c].mean(0) - conditional.Xs[conditional.ys == c].mean(0)
-        np.testing.assert_allclose(gap, [0.0, offset], atol=0.06)
-    rotation = data.moons_shift("rotation", n_source=2000, n_target=2000, angle=40.0, random_state=0)
+        np.testing.assert_allclose(gap, [0.0, offset], atol=0.05)
+    rotation = data.moons_shift("rotation", n_source=20_000, n_target=20_000, angle=40.0, random_state=0)
     for c in (0, 1):
         back = _rotate(rotation.Xt[rotation.yt == c], -40.0, np.array([0.5, 0.25])).mean(0)
-        np.testing.assert_allclose(back, rotation.Xs[rotation.ys == c].mean(0), atol=0.06)
+        np.testing.assert_allclose(back, rotation.Xs[rotation.ys == c].mean(0), atol=0.05)
     assert [a.shape for a in data.moons_shift(n_source=30, n_target=20)] == [(30, 2), (30,), (20, 2), (20,)]
+
+
+def test_moons_domains_do_not_share_arc_positions():
+    """Without noise and rotation, source and target are two independent samples, not one grid twice."""
+    same = data.moons_shift("rotation", n_source=300, n_target=300, angle=0.0, noise=0.0, random_state=0)
+    gaps = np.linalg.norm(same.Xt[:, None, :] - same.Xs[None, :, :], axis=2).min(1)
+    assert np.median(gaps) > 1e-3
+    assert sorted(np.bincount(same.ys)) == [150, 150]
 
 
 def test_shimodaira_toy_matches_its_definition():

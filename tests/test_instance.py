@@ -226,6 +226,16 @@ def test_tradaboost_beats_target_only_with_few_labels():
     assert np.mean(gains) > 0.05
 
 
+def test_tradaboost_warns_when_target_error_reaches_one_half(rng):
+    xs = rng.normal(size=(400, 1))
+    xt = rng.normal(size=(6, 1))
+    flipped = (xt[:, 0] <= 0).astype(int)  # the target's labels are the source's rule reversed
+    with pytest.warns(UserWarning, match=r"in 3 of 3 rounds the weighted target error was >= 1/2"):
+        model = TrAdaBoost(estimator=DecisionTreeClassifier(max_depth=1), n_estimators=3).fit(
+            xs, (xs[:, 0] > 0).astype(int), xt, flipped)
+    np.testing.assert_allclose(model.errors_, 0.5 - 1e-10)
+
+
 def test_tradaboost_is_binary(rng):
     with pytest.raises(ValueError, match="exactly 2 classes"):
         TrAdaBoost().fit(rng.normal(size=(9, 2)), np.arange(9) % 3, rng.normal(size=(3, 2)), np.arange(3))

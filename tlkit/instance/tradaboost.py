@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
@@ -30,7 +31,8 @@ class TrAdaBoost(ClassifierMixin, BaseEstimator):
     1. :math:`p^t = w^t / \sum_i w_i^t`; train :math:`h_t` on source ∪ target with sample weights :math:`p^t`;
     2. the error on the TARGET instances only:
        :math:`\epsilon_t = \sum_{i=n+1}^{n+m} w_i^t\, |h_t(x_i) - c(x_i)| \,/\, \sum_{i=n+1}^{n+m} w_i^t`,
-       kept inside :math:`(0, \tfrac12)`;
+       kept inside :math:`(0, \tfrac12)` — a round with :math:`\epsilon_t \ge \tfrac12` is clipped to just below
+       :math:`\tfrac12` (so :math:`\beta_t \approx 1`: no vote, no reweighting) and ``fit`` warns how many were;
     3. :math:`\beta_t = \epsilon_t / (1 - \epsilon_t)` and :math:`\beta = 1 / (1 + \sqrt{2 \ln n / N})`;
     4. source: :math:`w_i^{t+1} = w_i^t\, \beta^{|h_t(x_i) - c(x_i)|}` (a misclassified source instance loses
        weight); target: :math:`w_i^{t+1} = w_i^t\, \beta_t^{-|h_t(x_i) - c(x_i)|}` (AdaBoost: it gains weight).
@@ -73,6 +75,7 @@ class TrAdaBoost(ClassifierMixin, BaseEstimator):
         beta_source = 1.0 / (1.0 + math.sqrt(2.0 * math.log(n) / self.n_estimators))
         weights = np.ones(n + m)
         estimators, errors, betas = [], [], []
+        too_weak = 0
         for _ in range(self.n_estimators):
             p = weights / weights.sum()
             learner = clone(base)
@@ -81,6 +84,7 @@ class TrAdaBoost(ClassifierMixin, BaseEstimator):
             learner.fit(features, targets, sample_weight=p * (n + m))
             mistakes = (learner.predict(features) != targets).astype(float)
             error = float(np.sum(weights[is_target] * mistakes[is_target]) / np.sum(weights[is_target]))
+            too_weak += error >= 0.5
             error = min(max(error, MIN_ERROR), MAX_ERROR)
             beta_t = error / (1.0 - error)
             weights = np.where(is_target, weights * beta_t ** -mistakes, weights * beta_source ** mistakes)
@@ -88,6 +92,11 @@ class TrAdaBoost(ClassifierMixin, BaseEstimator):
             estimators.append(learner)
             errors.append(error)
             betas.append(beta_t)
+        if too_weak:
+            warnings.warn(f"TrAdaBoost: in {too_weak} of {self.n_estimators} rounds the weighted target error was "
+                          f">= 1/2; it was clipped to just below 1/2, so those rounds barely vote and leave the target "
+                          f"weights as they were. Use a stronger estimator or more labelled target data.",
+                          UserWarning, stacklevel=2)
 
         self.classes_ = classes
         self.estimators_ = estimators
