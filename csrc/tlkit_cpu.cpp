@@ -42,6 +42,11 @@ constexpr int64_t kGemmMinColumns = 8;
 constexpr int kMaxBandwidths = 64;
 // GEMM-form distances below this many ulps of ||a||^2 + ||b||^2 are recomputed directly.
 constexpr int kRefineRatio = 4096;
+// Problems below this many pair-dimension operations run on one thread: waking a team costs more than it saves,
+// and far more when the cores are shared (a class on one server, a DataLoader's workers).
+constexpr int64_t kSerialWork = int64_t(1) << 19;
+
+int threads_for(int64_t work) { return work < kSerialWork ? 1 : at::get_num_threads(); }
 
 // ---------------------------------------------------------------------------------------------------------------
 // 2^x for x <= 0, vectorisable (GCC turns it into SIMD code inside `omp simd` loops).  x = n + f with n the nearest
@@ -200,7 +205,7 @@ struct Cloud {
 };
 
 template <typename T>
-Cloud<T> make_cloud(const Tensor& x, bool gemm_form, const std::vector<double>& centre) {
+Cloud<T> make_cloud(const Tensor& x, bool gemm_form, const std::vector<double>& centre, int threads) {
   Cloud<T> cloud;
   cloud.n = x.size(0);
   cloud.d = x.size(1);
@@ -209,7 +214,7 @@ Cloud<T> make_cloud(const Tensor& x, bool gemm_form, const std::vector<double>& 
   if (gemm_form) {
     T* rows = scratch<T>(cloud.storage, n * d);
     T* sqnorm = scratch<T>(cloud.storage, n);
-#pragma omp parallel for schedule(static) num_threads(at::get_num_threads())
+#pragma omp parallel for schedule(static) num_threads(threads)
     for (int64_t i = 0; i < n; ++i) {
       double norm = 0;
       for (int64_t c = 0; c < d; ++c) {
@@ -223,7 +228,7 @@ Cloud<T> make_cloud(const Tensor& x, bool gemm_form, const std::vector<double>& 
     cloud.sqnorm = sqnorm;
   } else {
     T* cols = scratch<T>(cloud.storage, n * d);
-#pragma omp parallel for schedule(static) num_threads(at::get_num_threads())
+#pragma omp parallel for schedule(static) num_threads(threads)
     for (int64_t c = 0; c < d; ++c)
       for (int64_t i = 0; i < n; ++i) cols[c * n + i] = src[i * d + c];
     cloud.rows = src;
@@ -241,6 +246,13 @@ struct DistanceTile {
   T* r2row = nullptr;  // (nj,) squared distances of the current row, direct form
   int64_t i0 = 0, ni = 0, j0 = 0, nj = 0;
   bool diagonal = false;  // P == Q and I == J: r^2 is exactly 0 for j == i
+
+  // Tiles of up to rows x cols pairs of p and q; the scratch is owned by `keep` (one per thread).
+  DistanceTile(const Cloud<T>& p, const Cloud<T>& q, int64_t rows, int64_t cols, std::vector<Tensor>& keep)
+      : P(&p), Q(&q) {
+    if (GEMM) dots = scratch<T>(keep, rows * cols);
+    if (!GEMM) r2row = scratch<T>(keep, cols);
+  }
 
   void begin(int64_t row0, int64_t rows, int64_t col0, int64_t cols, bool diag) {
     i0 = row0, ni = rows, j0 = col0, nj = cols, diagonal = diag;
@@ -324,35 +336,52 @@ struct DistanceTile {
 };
 
 // ---------------------------------------------------------------------------------------------------------------
+// The row-wise ops (nearest, kernel_matmul, kernel_pair_grad) hand the rows of x to the threads in blocks of
+// `size` rows (about four blocks a thread, 16 to one tile of rows) and stream y past each block in tiles.
+struct RowBlocks {
+  int64_t tile, size, count;
+};
+
+template <bool GEMM>
+RowBlocks row_blocks(int64_t n, int threads) {
+  const int64_t tile = GEMM ? kTileGemm : kTileDirect;
+  const int64_t size = std::max<int64_t>(16, std::min<int64_t>(tile, (n + 4 * threads - 1) / (4 * threads)));
+  return {tile, size, (n + size - 1) / size};
+}
+
+// The (k, m) transpose of an (m, k) matrix, for contractions vectorised over m; `keep` owns the copy.
+template <typename T>
+const T* transposed(const Tensor& matrix, Tensor& keep) {
+  keep = matrix.t().contiguous();
+  return keep.data_ptr<T>();
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // nearest: dist_i = min_j ||x_i - y_j||, index_i = first argmin.
 template <typename T, bool GEMM>
 std::tuple<Tensor, Tensor> nearest_impl(const Tensor& x, const Tensor& y) {
   const int64_t n = x.size(0), m = y.size(0), d = x.size(1);
   const std::vector<double> centre = GEMM ? common_mean(x, y) : std::vector<double>(d, 0.0);
-  const Cloud<T> X = make_cloud<T>(x, GEMM, centre), Y = make_cloud<T>(y, GEMM, centre);
+  const int threads = threads_for(n * m * d);
+  const Cloud<T> X = make_cloud<T>(x, GEMM, centre, threads), Y = make_cloud<T>(y, GEMM, centre, threads);
   Tensor dist = at::empty({n}, x.options());
   Tensor index = at::empty({n}, x.options().dtype(at::kLong));
   T* dist_out = dist.data_ptr<T>();
   int64_t* index_out = index.data_ptr<int64_t>();
   const T* xs = x.data_ptr<T>();
   const T* ys = y.data_ptr<T>();
-  const int threads = at::get_num_threads();
-  const int64_t tile = GEMM ? kTileGemm : kTileDirect;
-  const int64_t row_block = std::max<int64_t>(16, std::min<int64_t>(tile, (n + 4 * threads - 1) / (4 * threads)));
-  const int64_t blocks = (n + row_block - 1) / row_block;
+  const RowBlocks rb = row_blocks<GEMM>(n, threads);
+  const int64_t tile = rb.tile, row_block = rb.size;
 
 #pragma omp parallel num_threads(threads)
   {
     std::vector<Tensor> keep;
-    DistanceTile<T, GEMM> dt;
-    dt.P = &X, dt.Q = &Y;
-    if (GEMM) dt.dots = scratch<T>(keep, row_block * tile);
-    if (!GEMM) dt.r2row = scratch<T>(keep, tile);
+    DistanceTile<T, GEMM> dt(X, Y, row_block, tile, keep);
     T* vals = scratch<T>(keep, tile);
     std::vector<T> best(row_block);
     std::vector<int64_t> best_j(row_block);
 #pragma omp for schedule(static)
-    for (int64_t b = 0; b < blocks; ++b) {
+    for (int64_t b = 0; b < rb.count; ++b) {
       const int64_t i0 = b * row_block, ni = std::min(row_block, n - i0);
       std::fill(best.begin(), best.end(), std::numeric_limits<T>::infinity());
       std::fill(best_j.begin(), best_j.end(), int64_t(0));
@@ -397,35 +426,27 @@ template <typename T, int KIND, bool GEMM>
 Tensor kernel_matmul_impl(const Tensor& x, const Tensor& y, const Tensor& v, const KernelParams<T>& kp) {
   const int64_t n = x.size(0), m = y.size(0), d = x.size(1), k = v.size(1);
   const std::vector<double> centre = GEMM ? common_mean(x, y) : std::vector<double>(d, 0.0);
-  const Cloud<T> X = make_cloud<T>(x, GEMM, centre), Y = make_cloud<T>(y, GEMM, centre);
+  const int threads = threads_for(n * m * (d + k));
+  const Cloud<T> X = make_cloud<T>(x, GEMM, centre, threads), Y = make_cloud<T>(y, GEMM, centre, threads);
   const bool blas_contract = k > kGemmMinColumns;
   const T* vs = v.data_ptr<T>();
   Tensor v_cols_t;
-  const T* v_cols = nullptr;  // (k, m) transposed v for the vectorised contraction
-  if (!blas_contract) {
-    v_cols_t = v.t().contiguous();
-    v_cols = v_cols_t.data_ptr<T>();
-  }
+  const T* v_cols = blas_contract ? nullptr : transposed<T>(v, v_cols_t);  // (k, m)
   Tensor out = at::empty({n, k}, x.options());
   T* out_data = out.data_ptr<T>();
-  const int threads = at::get_num_threads();
-  const int64_t tile = GEMM ? kTileGemm : kTileDirect;
-  const int64_t row_block = std::max<int64_t>(16, std::min<int64_t>(tile, (n + 4 * threads - 1) / (4 * threads)));
-  const int64_t blocks = (n + row_block - 1) / row_block;
+  const RowBlocks rb = row_blocks<GEMM>(n, threads);
+  const int64_t tile = rb.tile, row_block = rb.size;
 
 #pragma omp parallel num_threads(threads)
   {
     std::vector<Tensor> keep;
-    DistanceTile<T, GEMM> dt;
-    dt.P = &X, dt.Q = &Y;
-    if (GEMM) dt.dots = scratch<T>(keep, row_block * tile);
-    if (!GEMM) dt.r2row = scratch<T>(keep, tile);
+    DistanceTile<T, GEMM> dt(X, Y, row_block, tile, keep);
     T* kvals = scratch<T>(keep, (blas_contract ? row_block : 1) * tile);
     T* tbuf = scratch<T>(keep, tile);
     T* contracted = blas_contract ? scratch<T>(keep, row_block * k) : nullptr;
     std::vector<double> acc(row_block * k);
 #pragma omp for schedule(static)
-    for (int64_t b = 0; b < blocks; ++b) {
+    for (int64_t b = 0; b < rb.count; ++b) {
       const int64_t i0 = b * row_block, ni = std::min(row_block, n - i0);
       std::fill(acc.begin(), acc.end(), 0.0);
       for (int64_t j0 = 0; j0 < m; j0 += tile) {
@@ -464,30 +485,22 @@ Tensor kernel_pair_grad_impl(const Tensor& a, const Tensor& b, const Tensor& A, 
                              const KernelParams<T>& kp) {
   const int64_t n = a.size(0), m = b.size(0), d = a.size(1), k = A.size(1);
   const std::vector<double> centre = GEMM ? common_mean(a, b) : std::vector<double>(d, 0.0);
-  const Cloud<T> P = make_cloud<T>(a, GEMM, centre), Q = make_cloud<T>(b, GEMM, centre);
+  const int threads = threads_for(n * m * (d + k));
+  const Cloud<T> P = make_cloud<T>(a, GEMM, centre, threads), Q = make_cloud<T>(b, GEMM, centre, threads);
   const bool blas_coef = k > kGemmMinColumns;
   const T* As = A.data_ptr<T>();
   const T* Bs = B.data_ptr<T>();
   Tensor B_cols_t;
-  const T* B_cols = nullptr;  // (k, m)
-  if (!blas_coef) {
-    B_cols_t = B.t().contiguous();
-    B_cols = B_cols_t.data_ptr<T>();
-  }
+  const T* B_cols = blas_coef ? nullptr : transposed<T>(B, B_cols_t);  // (k, m)
   Tensor out = at::empty({n, d}, a.options());
   T* out_data = out.data_ptr<T>();
-  const int threads = at::get_num_threads();
-  const int64_t tile = GEMM ? kTileGemm : kTileDirect;
-  const int64_t row_block = std::max<int64_t>(16, std::min<int64_t>(tile, (n + 4 * threads - 1) / (4 * threads)));
-  const int64_t blocks = (n + row_block - 1) / row_block;
+  const RowBlocks rb = row_blocks<GEMM>(n, threads);
+  const int64_t tile = rb.tile, row_block = rb.size;
 
 #pragma omp parallel num_threads(threads)
   {
     std::vector<Tensor> keep;
-    DistanceTile<T, GEMM> dt;
-    dt.P = &P, dt.Q = &Q;
-    if (GEMM) dt.dots = scratch<T>(keep, row_block * tile);
-    if (!GEMM) dt.r2row = scratch<T>(keep, tile);
+    DistanceTile<T, GEMM> dt(P, Q, row_block, tile, keep);
     T* coef = scratch<T>(keep, (blas_coef ? row_block : 1) * tile);   // A_i . B_j
     T* weights = scratch<T>(keep, (GEMM ? row_block : 1) * tile);     // (A_i . B_j) phi_ij
     T* moment = GEMM ? scratch<T>(keep, row_block * d) : nullptr;      // weights @ Q_J
@@ -495,7 +508,7 @@ Tensor kernel_pair_grad_impl(const Tensor& a, const Tensor& b, const Tensor& A, 
     T* kbuf = scratch<T>(keep, tile);
     std::vector<double> acc(row_block * d), row_weight(row_block);
 #pragma omp for schedule(static)
-    for (int64_t blk = 0; blk < blocks; ++blk) {
+    for (int64_t blk = 0; blk < rb.count; ++blk) {
       const int64_t i0 = blk * row_block, ni = std::min(row_block, n - i0);
       std::fill(acc.begin(), acc.end(), 0.0);
       for (int64_t j0 = 0; j0 < m; j0 += tile) {
@@ -569,7 +582,8 @@ std::tuple<Tensor, Tensor, Tensor> mmd2_terms_impl(const Tensor& x, const Tensor
                                                    const KernelParams<T>& kp) {
   const int64_t n = x.size(0), m = y.size(0), d = x.size(1), N = n + m;
   const std::vector<double> centre = GEMM ? common_mean(x, y) : std::vector<double>(d, 0.0);
-  const Cloud<T> X = make_cloud<T>(x, GEMM, centre), Y = make_cloud<T>(y, GEMM, centre);
+  const int threads = threads_for(N * N / 2 * d);
+  const Cloud<T> X = make_cloud<T>(x, GEMM, centre, threads), Y = make_cloud<T>(y, GEMM, centre, threads);
   const T* wxs = wx.data_ptr<T>();
   const T* wys = wy.data_ptr<T>();
   const int64_t tile = GEMM ? kTileGemm : kTileDirect;
@@ -585,7 +599,6 @@ std::tuple<Tensor, Tensor, Tensor> mmd2_terms_impl(const Tensor& x, const Tensor
   const int64_t job_count = static_cast<int64_t>(jobs.size());
   std::vector<double> job_sum(job_count, 0.0);
 
-  const int threads = at::get_num_threads();
   Tensor acc_t;  // (threads, N, d) per-thread gradient accumulators, fp64
   double* acc_all = nullptr;
   Tensor weighted_t;  // GEMM form: centred rows scaled by their weights, x then y
@@ -609,9 +622,7 @@ std::tuple<Tensor, Tensor, Tensor> mmd2_terms_impl(const Tensor& x, const Tensor
 #pragma omp parallel num_threads(threads)
   {
     std::vector<Tensor> keep;
-    DistanceTile<T, GEMM> dt;
-    if (GEMM) dt.dots = scratch<T>(keep, tile * tile);
-    if (!GEMM) dt.r2row = scratch<T>(keep, tile);
+    DistanceTile<T, GEMM> dt(X, Y, tile, tile, keep);  // its clouds are set per job
     double* acc = GRAD ? acc_all + static_cast<int64_t>(omp_get_thread_num()) * N * d : nullptr;
     // direct form: per-tile column accumulators (d, tile); GEMM form: phi tile in dt.dots, moments (tile, d)
     T* col_acc = GRAD && !GEMM ? scratch<T>(keep, d * tile) : nullptr;
