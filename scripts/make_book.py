@@ -7,12 +7,15 @@ Links between lessons (``01_why_transfer.ipynb``, ``GLOSSARY.md``) are rewritten
 
     python scripts/make_book.py                  # writes build/book/
     python scripts/make_book.py --out /tmp/book  # anywhere else (the tests do this)
+
+MathJax is copied into ``mathjax/`` from the ``jupyter-server-mathjax`` package, so the formulas render offline.
 """
 from __future__ import annotations
 
 import argparse
 import html
 import re
+import shutil
 from pathlib import Path
 
 import nbformat
@@ -24,13 +27,15 @@ DEFAULT_OUT = ROOT / "build" / "book"
 # Markdown pages of the book: source file name -> rendered page name.
 MARKDOWN_PAGES = {"GLOSSARY.md": "glossary.html", "TEACHING.md": "teaching.html"}
 
-# The same MathJax the notebook pages load (nbconvert's template), with $...$ for inline formulas. From a CDN:
-# offline, formulas show as their LaTeX source.
-MATHJAX = """
+# MathJax 2.7 for every page. The book carries its own copy (from the jupyter-server-mathjax package, copied to
+# mathjax/), so formulas render offline; without that package it falls back to the CDN nbconvert uses, and offline
+# the formulas then show as their LaTeX source.
+LOCAL_MATHJAX_URL = "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe"
+CDN_MATHJAX_URL = "https://cdnjs.cloudflare.com/ajax/libs/mathjax/2.7.7/latest.js?config=TeX-AMS_CHTML-full,Safe"
+MATHJAX_CONFIG = """
 <script type="text/x-mathjax-config">
 MathJax.Hub.Config({tex2jax: {inlineMath: [["$", "$"], ["\\\\(", "\\\\)"]], processEscapes: true}});
 </script>
-<script src="https://cdnjs.cloudflare.com/ajax/libs/mathjax/2.7.7/latest.js?config=TeX-AMS_CHTML-full,Safe"></script>
 """
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", "Noto Sans CJK SC", "PingFang SC", sans-serif;
@@ -103,18 +108,28 @@ def markdown_to_html(text: str) -> str:
     return markdown.markdown(text, extensions=["tables", "fenced_code"])
 
 
-def standalone_page(title: str, body: str, back_link: bool = True) -> str:
+def install_mathjax(out: Path) -> str:
+    """Copy MathJax into ``out/mathjax`` if the jupyter-server-mathjax package is installed; return the URL to load."""
+    try:
+        import jupyter_server_mathjax
+    except ImportError:
+        return CDN_MATHJAX_URL
+    shutil.copytree(Path(jupyter_server_mathjax.__file__).parent / "static", out / "mathjax", dirs_exist_ok=True)
+    return LOCAL_MATHJAX_URL
+
+
+def standalone_page(title: str, body: str, mathjax_url: str, back_link: bool = True) -> str:
     nav = '<nav><a href="index.html">← 目录 / Contents</a></nav>\n' if back_link else ""
     return (
         "<!DOCTYPE html>\n<html lang=\"zh-Hans\">\n<head>\n<meta charset=\"utf-8\">\n"
-        f"<title>{html.escape(title)}</title>\n<style>{STYLE}</style>\n{MATHJAX}</head>\n<body>\n"
-        f"{nav}{body}\n</body>\n</html>\n"
+        f"<title>{html.escape(title)}</title>\n<style>{STYLE}</style>\n{MATHJAX_CONFIG}"
+        f"<script src=\"{html.escape(mathjax_url)}\"></script>\n</head>\n<body>\n{nav}{body}\n</body>\n</html>\n"
     )
 
 
-def render_lessons(out: Path) -> list[tuple[str, str]]:
+def render_lessons(out: Path, mathjax_url: str) -> list[tuple[str, str]]:
     """Write one HTML page per lesson; return ``(page, title)`` in course order."""
-    exporter = HTMLExporter(template_name="lab")
+    exporter = HTMLExporter(template_name="lab", mathjax_url=mathjax_url)
     pages = []
     for path in lesson_paths():
         notebook = nbformat.read(path, as_version=4)
@@ -133,7 +148,7 @@ def add_index_link(page_html: str) -> str:
     return re.sub(r"(<body[^>]*>)", lambda match: match.group(1) + nav, page_html, count=1)
 
 
-def render_markdown_pages(out: Path) -> list[tuple[str, str]]:
+def render_markdown_pages(out: Path, mathjax_url: str) -> list[tuple[str, str]]:
     """Write the glossary and the teaching guide; return ``(page, title)`` for those that exist."""
     pages = []
     for source, page in MARKDOWN_PAGES.items():
@@ -142,12 +157,13 @@ def render_markdown_pages(out: Path) -> list[tuple[str, str]]:
             continue
         text = path.read_text(encoding="utf-8")
         title = first_heading(text) or path.stem
-        (out / page).write_text(rewrite_links(standalone_page(title, markdown_to_html(text))), encoding="utf-8")
+        (out / page).write_text(rewrite_links(standalone_page(title, markdown_to_html(text), mathjax_url)),
+                                encoding="utf-8")
         pages.append((page, title))
     return pages
 
 
-def render_index(out: Path, lessons: list[tuple[str, str]], extras: list[tuple[str, str]]) -> None:
+def render_index(out: Path, lessons: list[tuple[str, str]], extras: list[tuple[str, str]], mathjax_url: str) -> None:
     lesson_items = "\n".join(f'<li><a href="{page}">{html.escape(title)}</a></li>' for page, title in lessons)
     extra_items = "\n".join(f'<li><a href="{page}">{html.escape(title)}</a></li>' for page, title in extras)
     body = (
@@ -157,15 +173,17 @@ def render_index(out: Path, lessons: list[tuple[str, str]], extras: list[tuple[s
         f"<h2>课程 / Lessons</h2>\n<ul class=\"lessons\">\n{lesson_items}\n</ul>\n"
         f"<h2>参考 / Reference</h2>\n<ul>\n{extra_items}\n</ul>\n"
     )
-    (out / "index.html").write_text(standalone_page("tlkit course", body, back_link=False), encoding="utf-8")
+    (out / "index.html").write_text(standalone_page("tlkit course", body, mathjax_url, back_link=False),
+                                    encoding="utf-8")
 
 
 def build(out: Path) -> list[str]:
     """Render the whole book into ``out``; return the names of the pages written (index first)."""
     out.mkdir(parents=True, exist_ok=True)
-    lessons = render_lessons(out)
-    extras = render_markdown_pages(out)
-    render_index(out, lessons, extras)
+    mathjax_url = install_mathjax(out)
+    lessons = render_lessons(out, mathjax_url)
+    extras = render_markdown_pages(out, mathjax_url)
+    render_index(out, lessons, extras, mathjax_url)
     return ["index.html"] + [page for page, _ in lessons + extras]
 
 

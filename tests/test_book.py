@@ -80,6 +80,15 @@ def test_every_relative_link_and_source_resolves(book):
     assert broken == []
 
 
+def test_every_page_loads_the_bundled_mathjax(book):
+    # Formulas must render offline: each page loads MathJax from the book's own copy (the link test above checks
+    # that the file is there), never from a CDN.
+    out, pages = book
+    for page in pages:
+        scripts = [src for src in references(out / page).srcs if "mathjax" in src.lower()]
+        assert scripts and all(src.startswith("mathjax/MathJax.js?config=") for src in scripts), (page, scripts)
+
+
 def test_lesson_pages_keep_their_outputs(book):
     # Rendered as committed: every figure a lesson shows is in its page (embedded as a data URI).
     out, _ = book
