@@ -90,8 +90,11 @@ def test_source_checkpoint_features_transfer_and_batch_of_one_keeps_its_shape():
     model, meta = load_source_checkpoint()
     assert meta["held_out_accuracy"] > 0.95
     digits = load_digits()
-    images = extractor.prepare(digits.images)
+    images = extractor.prepare(digits.images, pixel_max=16)
     assert images.shape == (1797, 1, 8, 8)
+    torch.testing.assert_close(extractor.prepare(digits.images / 16), images)  # tlkit.data's [0, 1] is the default
+    with pytest.raises(ValueError, match=r"pixel_max.*\[0, 16\]"):
+        extractor.prepare(digits.images)  # raw 0..16 pixels with the [0, 1] default: refused, not mis-scaled
     with torch.no_grad():
         features = extractor(images)
         single = extractor(images[:1])

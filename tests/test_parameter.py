@@ -77,8 +77,16 @@ def test_fit_learns_and_records_history():
     assert isinstance(history, History) and len(history) == 15
     assert history["train_loss"][-1] < history["train_loss"][0]
     assert history["val_acc"][-1] > max(before, 0.75)  # chance is 1/3
-    axes = history.plot()
+    axes = history.plot(title="run 1")
     assert len(axes) == 2 and axes[1].has_data()
+    figure = axes[0].figure
+    assert figure.get_suptitle() == "run 1" and [ax.get_title() for ax in axes] == ["loss", "accuracy"]
+    figure.canvas.draw()  # constrained layout keeps the suptitle above the panel titles
+    renderer = figure.canvas.get_renderer()
+    suptitle_bottom = figure._suptitle.get_window_extent(renderer).y0
+    assert all(suptitle_bottom >= ax.title.get_window_extent(renderer).y1 for ax in axes)
+    with pytest.raises(ValueError, match="axes must be two"):
+        history.plot(axes=axes[:1])
     with pytest.raises(ValueError, match="epochs"):
         fit(net, (x, y), epochs=0)
 

@@ -59,3 +59,16 @@ def test_fine_tune_recipe_runs_and_learns(cache):
     assert set(history.keys()) >= {"train_loss", "val_loss", "val_acc"}
     with pytest.raises(ValueError, match="labels"):
         text.fine_tune(texts, labels[:-1], progress=False)
+
+
+def test_fine_tune_discriminative_rates_reach_the_right_layers(cache):
+    """backbone_lr_mult = 0: the new head moves and the pretrained encoder stays exactly as loaded."""
+    texts, labels = pang_lee(4)
+    _, pretrained = text.load_minilm("classification", num_labels=2, seed=0)
+    _, model, _ = text.fine_tune(texts, labels, epochs=1, lr=1e-3, backbone_lr_mult=0.0, batch_size=8,
+                                 max_length=16, progress=False)
+    for name, before in pretrained.bert.state_dict().items():
+        torch.testing.assert_close(model.bert.state_dict()[name], before, rtol=0, atol=0, msg=name)
+    assert not torch.equal(model.classifier.weight, pretrained.classifier.weight)
+    with pytest.raises(ValueError, match="backbone_lr_mult"):
+        text.fine_tune(texts, labels, backbone_lr_mult=-1.0, progress=False)

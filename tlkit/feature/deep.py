@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .._validation import check_2d, check_same_dim, to_tensor
+from .._validation import check_2d, check_positive, check_same_dim, to_tensor
 from ..kernels import median_bandwidth, mmd2
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "data"
@@ -164,13 +164,21 @@ class FeatureExtractor(nn.Module):
         super().train(mode and not getattr(self, "frozen", False))
         return self
 
-    def prepare(self, images, pixel_max: float = 16.0, size: int = 64) -> torch.Tensor:
+    def prepare(self, images, pixel_max: float = 1.0, size: int = 64) -> torch.Tensor:
         """Turn images with values in ``[0, pixel_max]`` into this backbone's input.
 
-        ``images``: ``(N, H*W)`` square, ``(N, H, W)`` or ``(N, C, H, W)``. The digits checkpoint takes
-        ``(N, 1, 8, 8)`` in [0, 1]; ImageNet backbones take 3 channels, resized to ``size``, ImageNet-normalised.
+        ``images``: ``(N, H*W)`` square, ``(N, H, W)`` or ``(N, C, H, W)``. The default ``pixel_max = 1`` fits
+        :mod:`tlkit.data` (pixels in [0, 1]); pass ``pixel_max=16`` for scikit-learn's raw digits or 255 for 8-bit
+        images — values outside ``[0, pixel_max]`` raise instead of being silently mis-scaled. The digits
+        checkpoint takes ``(N, 1, 8, 8)`` in [0, 1]; ImageNet backbones take 3 channels, resized to ``size``,
+        ImageNet-normalised.
         """
         x = to_tensor(images, "images", dtype=torch.float32)
+        pixel_max = check_positive(pixel_max, "pixel_max")
+        if x.numel() and (x.min() < 0 or x.max() > pixel_max):
+            raise ValueError(f"images must have values in [0, pixel_max] = [0, {pixel_max:g}], got "
+                             f"[{float(x.min()):g}, {float(x.max()):g}]; set pixel_max to the images' full scale "
+                             "(16 for scikit-learn's raw digits, 255 for 8-bit images)")
         if x.ndim == 2:
             side = int(round(x.shape[1] ** 0.5))
             if side * side != x.shape[1]:

@@ -131,6 +131,11 @@ class MAML:
     loss_fn : callable
         ``loss_fn(predictions, targets)``; default cross-entropy.
 
+    The model runs in whatever train/eval mode it is in. BatchNorm layers (e.g. in :class:`ConvEncoder`) then
+    normalise each support and query set by its own batch statistics in train mode — as in Finn et al.'s code —
+    but by running averages pooled over all meta-training tasks in eval mode; keep such a model in train mode for
+    :meth:`accuracy` as well.
+
     Used in lesson 12.
     """
 

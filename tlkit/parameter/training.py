@@ -44,13 +44,19 @@ class History:
         return self.records[-1]
 
     def plot(self, axes=None, title: str | None = None):
-        """Losses on the left axis, accuracies on the right, against the epoch. Returns the matplotlib axes."""
+        """Losses on the left axis, accuracies on the right, against the epoch. Returns the matplotlib axes.
+
+        ``axes``: two matplotlib axes to draw on (default: a new 1×2 figure with constrained layout, which keeps
+        ``title``, the figure's suptitle, clear of the panel titles).
+        """
         import matplotlib.pyplot as plt
 
         if not self.records:
             raise ValueError("history is empty: nothing to plot")
         if axes is None:
-            _, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+            _, axes = plt.subplots(1, 2, figsize=(9, 3.2), layout="constrained")
+        if len(axes) != 2:
+            raise ValueError(f"axes must be two matplotlib axes (loss, accuracy), got {len(axes)}")
         loss_ax, acc_ax = axes
         epochs = self["epoch"]
         for key in self.keys():
