@@ -94,8 +94,8 @@ class TrAdaBoost(ClassifierMixin, BaseEstimator):
             betas.append(beta_t)
         if too_weak:
             warnings.warn(f"TrAdaBoost: in {too_weak} of {self.n_estimators} rounds the weighted target error was "
-                          f">= 1/2; it was clipped to just below 1/2, so those rounds barely vote and leave the target "
-                          f"weights as they were. Use a stronger estimator or more labelled target data.",
+                          ">= 1/2; it was clipped to just below 1/2, so those rounds barely vote and leave the target "
+                          "weights as they were. Use a stronger estimator or more labelled target data.",
                           UserWarning, stacklevel=2)
 
         self.classes_ = classes
