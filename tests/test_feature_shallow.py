@@ -20,7 +20,7 @@ def test_coral_is_whitening_then_recolouring(rng):
     cs, ct = np.cov(xs, rowvar=False) + np.eye(3), np.cov(xt, rowvar=False) + np.eye(3)
     expected = np.linalg.inv(sqrtm(cs)).real @ sqrtm(ct).real
     np.testing.assert_allclose(coral.transform_matrix_, expected, atol=1e-10)
-    aligned, target = coral.fit_transform(xs, xt)
+    aligned, target = coral.fit_align(xs, xt)
     np.testing.assert_allclose(aligned, xs @ expected, atol=1e-10)
     assert target is xt
     nearly_unregularised = CORAL(reg=1e-9, center=True).fit(xs, xt)
@@ -55,7 +55,7 @@ def test_tca_solves_the_generalised_eigenproblem(rng):
     assert np.isrealobj(values) and np.all(np.diff(values) <= 0) and values.min() >= -1e-9
     np.testing.assert_allclose(a @ w, b @ w * values, atol=1e-8)
     np.testing.assert_allclose(values, scipy.linalg.eigh(a, b, eigvals_only=True)[::-1][:4], rtol=1e-7)
-    zs, zt = tca.fit_transform(xs, xt)
+    zs, zt = tca.fit_align(xs, xt)
     np.testing.assert_allclose(np.vstack([zs, zt]), k @ w, atol=1e-10)
 
 

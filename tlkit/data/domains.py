@@ -71,7 +71,9 @@ def digits_shift(shift: str = "rotation", angle: float = 30.0, noise_std: float 
     The 1797 images (pixels scaled to [0, 1]) are split at random into two halves; the second half becomes the
     target after one ``shift``:
 
-    - ``"rotation"``: rotated by ``angle`` degrees (bilinear, zero padding);
+    - ``"rotation"``: rotated by ``angle`` degrees (bilinear; the canvas outside the image counts as
+      ink-free, ``mode="grid-constant"``, so a tiny angle keeps every pixel — the default ``"constant"`` mode
+      erases border pixels at any angle);
     - ``"noise"``: :math:`x + \varepsilon`, :math:`\varepsilon \sim \mathcal N(0, \texttt{noise\_std}^2)`, clipped
       to [0, 1];
     - ``"inversion"``: :math:`1 - x`;
@@ -99,7 +101,8 @@ def digits_shift(shift: str = "rotation", angle: float = 30.0, noise_std: float 
     source, target = order[: (len(order) + 1) // 2], order[(len(order) + 1) // 2:]
     xs, xt = images[source], images[target]
     if shift == "rotation":
-        xt = np.clip(ndimage.rotate(xt, float(angle), axes=(1, 2), reshape=False, order=1), 0.0, 1.0)
+        xt = np.clip(ndimage.rotate(xt, float(angle), axes=(1, 2), reshape=False, order=1,
+                                           mode="grid-constant"), 0.0, 1.0)
     elif shift == "noise":
         xt = np.clip(xt + rng.normal(0.0, check_positive(noise_std, "noise_std"), xt.shape), 0.0, 1.0)
     elif shift == "inversion":

@@ -1,7 +1,7 @@
 """Shallow feature alignment: CORAL, TCA and subspace alignment.
 
 All three follow one interface: ``fit(Xs, Xt)`` returns self, ``transform(X, domain="source" | "target")`` maps
-new samples of that domain, ``fit_transform(Xs, Xt)`` returns the aligned pair ``(Zs, Zt)``. Inputs are numpy
+new samples of that domain, ``fit_align(Xs, Xt)`` returns the aligned pair ``(Zs, Zt)``. Inputs are numpy
 arrays or torch tensors (any device); the small dense linear algebra runs in float64 and results come back in the
 input's type.
 """
@@ -56,7 +56,7 @@ class _Aligner(BaseEstimator):
             raise ValueError(f"X must have {self.n_features_in_} features, got {x.shape[1]}")
         return x
 
-    def fit_transform(self, Xs, Xt):
+    def fit_align(self, Xs, Xt):
         """Fit on ``Xs`` (n_s, d) and ``Xt`` (n_t, d), return the aligned ``(Zs, Zt)``."""
         return self.fit(Xs, Xt).transform(Xs, "source"), self.transform(Xt, "target")
 
