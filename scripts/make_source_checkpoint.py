@@ -1,4 +1,4 @@
-"""Regenerate data/digits_source_cnn.pt: the source-pretrained CNN that tlkit.feature.FeatureExtractor falls back to.
+"""Regenerate tlkit/data/files/digits_source_cnn.pt: the source-pretrained CNN that tlkit.feature.FeatureExtractor falls back to.
 
 The source domain is scikit-learn's clean, upright 8x8 digits. A seeded 1000-image split trains a SmallResNet
 (torchvision BasicBlocks, widths 32/64/128, ~0.3 M parameters) with one-pixel shifts as augmentation; the other

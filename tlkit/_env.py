@@ -12,8 +12,9 @@ import torch
 
 from ._version import __version__
 
+from .data._files import DATA_DIR
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DATA_DIR = REPO_ROOT / "data"
 
 
 _device = torch.device("cpu")
@@ -88,7 +89,7 @@ def _offline_assets() -> dict[str, str]:
     found["torchvision ImageNet weights"] = (f"ok ({', '.join(imagenet)})" if imagenet else
                                              f"not in {hub}: lessons use the source checkpoint in data/ instead")
     checkpoints = sorted(p.name for p in DATA_DIR.glob("*.pt")) if DATA_DIR.is_dir() else []
-    found["tlkit data/ checkpoints"] = ", ".join(checkpoints) if checkpoints else f"none in {DATA_DIR}"
+    found["tlkit data/files checkpoints"] = ", ".join(checkpoints) if checkpoints else f"none in {DATA_DIR}"
     return found
 
 

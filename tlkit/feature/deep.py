@@ -11,7 +11,8 @@ from torch import nn
 from .._validation import check_2d, check_positive, check_same_dim, to_tensor
 from ..kernels import median_bandwidth, mmd2
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "data"
+from ..data._files import DATA_DIR
+
 SOURCE_CHECKPOINT = DATA_DIR / "digits_source_cnn.pt"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
