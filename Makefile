@@ -14,7 +14,7 @@ export TOKENIZERS_PARALLELISM := false
 export TLKIT_BUILD_DIR ?= $(CURDIR)/.build/ext
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: lab test test-lib test-lessons bench lesson-times book build doctor env clean
+.PHONY: lab test test-portable test-lib test-lessons bench lesson-times book build doctor env clean
 
 env: $(ENV_STAMP)
 
@@ -33,6 +33,12 @@ lab: build
 test: build
 	$(BIN)/python -m pytest tests -q
 	$(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider lessons/[0-9][0-9]_*.ipynb -q
+
+# The lessons' checked outputs again on another floating-point path: MKL's AVX2 code path, ATen's AVX2 kernels and
+# one thread instead of two. A checked output that changes here is not portable (see README, troubleshooting).
+PORTABLE_ENV := MKL_CBWR=AVX2 ATEN_CPU_CAPABILITY=avx2 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
+test-portable: build
+	$(PORTABLE_ENV) $(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider lessons/[0-9][0-9]_*.ipynb -q
 
 test-lib: build
 	$(BIN)/python -m pytest tests -q

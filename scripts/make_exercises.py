@@ -2,6 +2,8 @@
 
 Each lesson ``lessons/NN_slug.ipynb`` that has cells tagged ``solution`` gets a copy without those cells, with every
 output and execution count cleared, so learners attempt the exercises before reading the worked answers.
+Cells tagged ``exercise-check`` (asserts on the learner's answer) stay in the copy and are tagged
+``raises-exception`` there, so an unanswered exercise reports its failed check and Run All goes on to the next one.
 Lessons without solution cells (lesson 00) get no copy.
 
     python scripts/make_exercises.py           # (re)write lessons/exercises/
@@ -20,6 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 LESSONS = ROOT / "lessons"
 EXERCISES = LESSONS / "exercises"
 SOLUTION_TAG = "solution"
+CHECK_TAG = "exercise-check"
+KEEP_GOING_TAG = "raises-exception"
 
 
 def lesson_paths() -> list[Path]:
@@ -29,6 +33,10 @@ def lesson_paths() -> list[Path]:
 
 def is_solution(cell) -> bool:
     return SOLUTION_TAG in cell.get("metadata", {}).get("tags", [])
+
+
+def is_check(cell) -> bool:
+    return CHECK_TAG in cell.get("metadata", {}).get("tags", [])
 
 
 def exercise_notebook(lesson: nbformat.NotebookNode) -> nbformat.NotebookNode | None:
@@ -41,6 +49,8 @@ def exercise_notebook(lesson: nbformat.NotebookNode) -> nbformat.NotebookNode | 
         if cell.cell_type == "code":
             cell.outputs = []
             cell.execution_count = None
+        if is_check(cell) and KEEP_GOING_TAG not in cell.metadata.tags:
+            cell.metadata.tags = [*cell.metadata.tags, KEEP_GOING_TAG]
     return notebook
 
 

@@ -29,6 +29,8 @@ def test_generator_removes_solutions_and_outputs_and_keeps_the_rest(path):
         return
     kept = [cell for cell in lesson.cells if not make_exercises.is_solution(cell)]
     assert [c.source for c in exercises.cells] == [c.source for c in kept]
+    checks = [cell for cell in exercises.cells if make_exercises.is_check(cell)]
+    assert all(make_exercises.KEEP_GOING_TAG in cell.metadata.tags for cell in checks)
     assert not any(make_exercises.is_solution(cell) for cell in exercises.cells)
     code = [cell for cell in exercises.cells if cell.cell_type == "code"]
     assert all(cell.outputs == [] and cell.execution_count is None for cell in code)
@@ -47,4 +49,13 @@ def test_each_lesson_has_three_to_five_exercises_each_with_a_solution(path):
         learner = [c for c in block if c.cell_type == "code" and not make_exercises.is_solution(c)]
         solutions = [c for c in block if make_exercises.is_solution(c)]
         assert learner and solutions, f"{path.name}: exercise at cell {start} needs a learner cell and a solution cell"
+        assert not any(make_exercises.is_check(c) and make_exercises.is_solution(c) for c in block), \
+            f"{path.name}: a self-check cell tagged solution would vanish from the learner's copy"
         assert all(c.cell_type == "code" and c.source.strip() for c in solutions)
+
+
+@pytest.mark.parametrize("path", TAUGHT, ids=lambda p: p.stem)
+def test_the_learner_copy_keeps_self_checks(path):
+    """Exercises whose answer can be checked keep an ``exercise-check`` cell the learner runs on their own answer."""
+    exercises = make_exercises.exercise_notebook(nbformat.read(path, as_version=4))
+    assert any(make_exercises.is_check(cell) for cell in exercises.cells), f"{path.name}: no self-check cell"
