@@ -286,7 +286,7 @@ def test_weighting_rejects_bad_input(fit, rng):
         fit(good, rng.normal(size=(10, 3)))
     with pytest.raises(ValueError, match="Xt must be 2-D"):
         fit(good, rng.normal(size=10))
-    with pytest.raises(ValueError, match="Xs needs at least"):
+    with pytest.raises(ValueError, match="Xs must have at least"):
         fit(np.empty((0, 2)), good)
     bad = good.copy()
     bad[3, 1] = np.nan

@@ -94,7 +94,7 @@ def test_metrics_reject_bad_input(metric, rng):
     good = rng.normal(size=(10, 2))
     with pytest.raises(ValueError, match="same number of features"):
         metric(good, rng.normal(size=(10, 3)))
-    with pytest.raises(ValueError, match="Xs needs at least 2"):
+    with pytest.raises(ValueError, match="Xs must have at least 2"):
         metric(good[:1], good)
     bad = good.copy()
     bad[0, 0] = np.inf

@@ -1,9 +1,11 @@
-"""Shallow feature alignment: CORAL, TCA and subspace alignment.
+"""Shallow feature alignment: CORAL, TCA and subspace alignment, and the pipeline that trains on aligned features.
 
-All three follow one interface: ``fit(Xs, Xt)`` returns self, ``transform(X, domain="source" | "target")`` maps
-new samples of that domain, ``fit_align(Xs, Xt)`` returns the aligned pair ``(Zs, Zt)``. Inputs are numpy
-arrays or torch tensors (any device); the small dense linear algebra runs in float64 and results come back in the
-input's type.
+All three aligners follow one interface: ``fit(Xs, Xt)`` returns self, ``transform(X, domain="source" |
+"target")`` maps new samples of that domain, ``fit_align(Xs, Xt)`` returns the aligned pair ``(Zs, Zt)``. They
+have no ``fit_transform``: fitting needs both domains, so scikit-learn's ``fit_transform(X, y)`` has no meaning
+here. :func:`make_da_pipeline` / :class:`DAPipeline` chain an aligner and a scikit-learn estimator:
+``fit(Xs, ys, Xt)`` then ``predict`` / ``score`` on target rows. Inputs are numpy arrays or torch tensors (any
+device); the small dense linear algebra runs in float64 and results come back in the input's type.
 """
 from __future__ import annotations
 
@@ -11,12 +13,15 @@ import numpy as np
 import scipy.linalg
 import torch
 from scipy.spatial.distance import cdist
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone
+from sklearn.utils import Tags, TransformerTags
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.validation import check_is_fitted
 
-from .._validation import check_2d, check_pair, check_positive, like_input, to_numpy
+from .._validation import check_1d, check_2d, check_in_range, check_pair, check_positive, like_input, to_numpy
 from ..kernels import median_bandwidth
 
-__all__ = ["CORAL", "TCA", "SubspaceAlignment"]
+__all__ = ["CORAL", "TCA", "SubspaceAlignment", "DAPipeline", "make_da_pipeline"]
 
 DOMAINS = ("source", "target")
 
@@ -42,13 +47,22 @@ def _top_eigenvectors(symmetric: np.ndarray, k: int) -> np.ndarray:
 class _Aligner(BaseEstimator):
     """Shared plumbing: input checks, the domain argument, the input-type round trip."""
 
+    def __sklearn_tags__(self) -> Tags:
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags = TransformerTags(preserves_dtype=[])  # results are float64 (or torch like X)
+        return tags
+
     def _check_fit_input(self, Xs, Xt, min_samples=2):
+        check_2d(Xs, "Xs", min_samples=min_samples)
+        if isinstance(Xt, (np.ndarray, torch.Tensor)) and Xt.ndim == 1:
+            raise ValueError(f"Xt must be 2-D (n_samples, n_features), got shape {tuple(Xt.shape)}: "
+                             f"{type(self).__name__}.fit takes the two domains (Xs, Xt), not (X, y); to train a "
+                             "classifier on aligned features use tlkit.feature.make_da_pipeline")
         check_pair(Xs, Xt, min_samples=min_samples)
         return to_numpy(Xs, "Xs"), to_numpy(Xt, "Xt")
 
     def _check_transform_input(self, X, domain):
-        if not hasattr(self, "n_features_in_"):
-            raise RuntimeError(f"{type(self).__name__} is not fitted yet; call fit(Xs, Xt) first")
+        check_is_fitted(self)
         if domain not in DOMAINS:
             raise ValueError(f"domain must be one of {DOMAINS}, got {domain!r}")
         x = check_2d(to_numpy(X, "X"), "X")
@@ -94,10 +108,11 @@ class CORAL(_Aligner):
         return self
 
     def transform(self, X, domain: str = "source"):
-        """Source rows (n, d) → :math:`X C_s^{-1/2} C_t^{1/2}`; target rows are returned unchanged."""
+        """Source rows (n, d) → :math:`X C_s^{-1/2} C_t^{1/2}`; target rows keep their values (a new float64 array,
+        or tensor like ``X``, as for the source)."""
         x = self._check_transform_input(X, domain)
         if domain == "target":
-            return X
+            return like_input(torch.from_numpy(x.copy()), X)
         if self.center:
             aligned = (x - self.source_mean_) @ self.transform_matrix_ + self.target_mean_
         else:
@@ -152,8 +167,7 @@ class TCA(_Aligner):
         mu = check_positive(self.mu, "mu")
         n_s, n_t = len(xs), len(xt)
         n = n_s + n_t
-        if not isinstance(self.n_components, int) or not 1 <= self.n_components <= n:
-            raise ValueError(f"n_components must be an int between 1 and n_s + n_t = {n}, got {self.n_components!r}")
+        n_components = check_in_range(self.n_components, "n_components", 1, n, integer=True)
         pooled = np.vstack([xs, xt])
         self.sigma_ = None
         if self.kernel != "linear":
@@ -166,7 +180,7 @@ class TCA(_Aligner):
         denominator = np.outer(k_e, k_e) + mu * np.eye(n)  # K L K + mu I
         numerator, denominator = (numerator + numerator.T) / 2, (denominator + denominator.T) / 2
         values, vectors = scipy.linalg.eigh(numerator, denominator,
-                                            subset_by_index=[n - self.n_components, n - 1])
+                                            subset_by_index=[n - n_components, n - 1])
         self.eigenvalues_ = values[::-1].copy()
         self.components_ = vectors[:, ::-1].copy()
         self.fit_data_ = pooled
@@ -204,11 +218,10 @@ class SubspaceAlignment(_Aligner):
     def fit(self, Xs, Xt):
         xs, xt = self._check_fit_input(Xs, Xt)
         d = xs.shape[1]
-        if not isinstance(self.n_components, int) or not 1 <= self.n_components <= d:
-            raise ValueError(f"n_components must be an int between 1 and n_features = {d}, got {self.n_components!r}")
+        n_components = check_in_range(self.n_components, "n_components", 1, d, integer=True)
         self.source_mean_, self.target_mean_ = xs.mean(axis=0), xt.mean(axis=0)
-        self.source_components_ = _top_eigenvectors(_covariance(xs), self.n_components)
-        self.target_components_ = _top_eigenvectors(_covariance(xt), self.n_components)
+        self.source_components_ = _top_eigenvectors(_covariance(xs), n_components)
+        self.target_components_ = _top_eigenvectors(_covariance(xt), n_components)
         self.alignment_matrix_ = self.source_components_.T @ self.target_components_
         self.n_features_in_ = d
         return self
@@ -221,3 +234,79 @@ class SubspaceAlignment(_Aligner):
         else:
             z = (x - self.target_mean_) @ self.target_components_
         return like_input(torch.from_numpy(z), X)
+
+
+def _estimator_has(method: str):
+    return lambda pipeline: hasattr(pipeline.estimator, method)
+
+
+class DAPipeline(MetaEstimatorMixin, BaseEstimator):
+    r"""Unsupervised domain adaptation as one estimator: align the two domains, train on the aligned source.
+
+    With :math:`T_s, T_t` the aligner's source and target maps, fitted on :math:`X_s` and the unlabelled
+    :math:`X_t`,
+
+    .. math:: \hat f = \arg\min_f \sum_{i=1}^{n_s} \ell\big(f(T_s(x_i^s)), y_i^s\big), \qquad
+              \hat y(x) = \hat f\big(T_t(x)\big) \ \text{for target rows } x.
+
+    ``aligner`` is :class:`CORAL`, :class:`TCA`, :class:`SubspaceAlignment` or any object with ``fit(Xs, Xt)``
+    and ``transform(X, domain)``; ``estimator`` any scikit-learn estimator, a :class:`~sklearn.pipeline.Pipeline`
+    included (e.g. ``make_pipeline(StandardScaler(), LogisticRegression())``: its steps see aligned source
+    rows). Both are cloned in ``fit``, so ``clone``, ``get_params`` / ``set_params`` (``aligner__reg``,
+    ``estimator__C``) and grid search over them work — but choosing them by target accuracy uses target labels;
+    lesson 13 shows importance-weighted validation on the source instead.
+
+    Shapes: ``fit(Xs (n_s, d), ys (n_s,), Xt (n_t, d))``; ``predict``, ``predict_proba``, ``decision_function``
+    and ``score(X, y)`` take target rows ``X`` (k, d) and answer in ``X``'s type. Fitted attributes:
+    ``aligner_``, ``estimator_``, ``n_features_in_``. It chains the aligners of lesson 09.
+    """
+
+    def __init__(self, aligner, estimator):
+        self.aligner = aligner
+        self.estimator = estimator
+
+    def fit(self, Xs, ys, Xt):
+        for name, value, methods in (("aligner", self.aligner, ("fit", "transform")),
+                                     ("estimator", self.estimator, ("fit", "predict"))):
+            if not all(hasattr(value, method) for method in methods):
+                raise TypeError(f"{name} must have {' and '.join(methods)}, got {type(value).__name__}")
+        check_2d(Xs, "Xs")
+        labels = to_numpy(ys, "ys", dtype=None)
+        check_1d(labels, "ys", length=Xs.shape[0], finite=labels.dtype.kind == "f")
+        aligner = clone(self.aligner).fit(Xs, Xt)
+        source_features = to_numpy(aligner.transform(Xs, "source"), "the aligned source")
+        self.estimator_ = clone(self.estimator).fit(source_features, labels)
+        self.aligner_ = aligner
+        self.n_features_in_ = Xs.shape[1]
+        return self
+
+    def _target_features(self, X) -> np.ndarray:
+        check_is_fitted(self)
+        return to_numpy(self.aligner_.transform(X, "target"), "the aligned target")
+
+    def predict(self, X):
+        """Labels (k,) of target rows ``X`` (k, d): :math:`\\hat f(T_t(x))`."""
+        return like_input(self.estimator_.predict(self._target_features(X)), X)
+
+    @available_if(_estimator_has("predict_proba"))
+    def predict_proba(self, X):
+        """Class probabilities (k, C) of target rows ``X`` (k, d)."""
+        return like_input(self.estimator_.predict_proba(self._target_features(X)), X)
+
+    @available_if(_estimator_has("decision_function"))
+    def decision_function(self, X):
+        """The estimator's decision function on target rows ``X`` (k, d)."""
+        return like_input(self.estimator_.decision_function(self._target_features(X)), X)
+
+    def score(self, X, y) -> float:
+        """The estimator's ``score`` on target rows (accuracy for a classifier, R² for a regressor)."""
+        return float(self.estimator_.score(self._target_features(X), to_numpy(y, "y", dtype=None)))
+
+
+def make_da_pipeline(aligner, estimator) -> DAPipeline:
+    """``DAPipeline(aligner, estimator)``: ``fit(Xs, ys, Xt)``, then ``predict`` / ``score`` on target rows.
+
+    E.g. ``make_da_pipeline(CORAL(), make_pipeline(StandardScaler(), LogisticRegression()))``; see
+    :class:`DAPipeline` for the formula. It chains the aligners of lesson 09.
+    """
+    return DAPipeline(aligner, estimator)

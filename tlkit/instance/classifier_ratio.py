@@ -7,8 +7,10 @@ from sklearn.base import BaseEstimator, clone
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
+from sklearn.utils.validation import check_is_fitted
 
-from .._validation import check_2d, check_pair, check_positive, check_random_state, like_input, to_numpy
+from .._validation import (check_2d, check_in_range, check_pair, check_positive, check_positive_int,
+                           check_random_state, like_input, to_numpy)
 
 __all__ = ["ClassifierDensityRatio"]
 
@@ -46,9 +48,7 @@ class ClassifierDensityRatio(BaseEstimator):
         check_pair(Xs, Xt, min_samples=2)
         if self.calibration not in CALIBRATIONS:
             raise ValueError(f"calibration must be one of {CALIBRATIONS}, got {self.calibration!r}")
-        clip = check_positive(self.clip_probability, "clip_probability", allow_zero=True)
-        if clip >= 0.5:
-            raise ValueError(f"clip_probability must be below 0.5, got {clip}")
+        check_in_range(self.clip_probability, "clip_probability", 0.0, 0.5, high_inclusive=False)
         if self.max_weight is not None:
             check_positive(self.max_weight, "max_weight")
         xs, xt = to_numpy(Xs, "Xs"), to_numpy(Xt, "Xt")
@@ -60,10 +60,9 @@ class ClassifierDensityRatio(BaseEstimator):
         if self.calibration is None:
             model = base
         else:
-            if not isinstance(self.cv, int) or self.cv < 2:
-                raise ValueError(f"cv must be an int >= 2, got {self.cv!r}")
+            cv = check_positive_int(self.cv, "cv", minimum=2)
             seed = int(check_random_state(self.random_state).integers(2**31 - 1))
-            folds = StratifiedKFold(n_splits=self.cv, shuffle=True, random_state=seed)
+            folds = StratifiedKFold(n_splits=cv, shuffle=True, random_state=seed)
             model = CalibratedClassifierCV(base, method=self.calibration, cv=folds)
         self.classifier_ = model.fit(features, domains)
         self.prior_ratio_ = len(xs) / len(xt)
@@ -75,8 +74,7 @@ class ClassifierDensityRatio(BaseEstimator):
         r"""The ratio :math:`w(x) = \frac{p(d=1\mid x)}{p(d=0\mid x)} \frac{n_s}{n_t}` at the rows of ``X``.
 
         Shapes: ``X`` (n, d) → (n,)."""
-        if not hasattr(self, "classifier_"):
-            raise RuntimeError("ClassifierDensityRatio is not fitted yet; call fit(Xs, Xt) first")
+        check_is_fitted(self)
         check_2d(X, "X")
         x = to_numpy(X, "X")
         if x.shape[1] != self.n_features_in_:

@@ -4,8 +4,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
 
-from .._validation import check_2d, check_pair, check_positive, check_random_state, like_input, to_tensor
+from .._validation import (check_2d, check_in_range, check_pair, check_positive, check_positive_int,
+                           check_random_state, like_input, to_tensor)
 from ..kernels import kernel_matmul, kernel_sum, median_bandwidth
 
 __all__ = ["KLIEP"]
@@ -81,20 +83,21 @@ class KLIEP(BaseEstimator):
         self.random_state = random_state
         self.backend = backend
 
-    def _fit_alpha(self, xs, xt, centers, sigma):
+    def _fit_alpha(self, xs, xt, centers, sigma, max_iter, tol):
         design = kernel_matmul(xt, centers, torch.eye(centers.shape[0], dtype=xt.dtype, device=xt.device),
                                sigma, self.kernel, self.backend)
         source_means = kernel_sum(centers, xs, sigma, self.kernel, backend=self.backend) / xs.shape[0]
         floor = 1e-12 * float(source_means.max()) if float(source_means.max()) > 0 else 1e-300
-        return kliep_alpha(design, source_means.clamp_min(floor), self.max_iter, self.tol)
+        return kliep_alpha(design, source_means.clamp_min(floor), max_iter, tol)
 
     def _ratio(self, x, centers, alpha, sigma):
         return kernel_matmul(x, centers, alpha, sigma, self.kernel, self.backend)
 
     def fit(self, Xs, Xt):
         xs, xt = check_pair(Xs, Xt, dtype=torch.float64)
-        if not isinstance(self.n_centers, int) or self.n_centers < 1:
-            raise ValueError(f"n_centers must be a positive int, got {self.n_centers!r}")
+        n_centers = check_positive_int(self.n_centers, "n_centers")
+        max_iter = check_positive_int(self.max_iter, "max_iter")
+        tol = check_positive(self.tol, "tol")
         rng = check_random_state(self.random_state)
         n_t = xt.shape[0]
         if self.sigma is not None:
@@ -105,23 +108,22 @@ class KLIEP(BaseEstimator):
                 candidates = [median * f for f in DEFAULT_SIGMA_FACTORS]
             else:
                 candidates = [check_positive(s, "sigma_grid") for s in np.atleast_1d(self.sigma_grid).tolist()]
-            if not isinstance(self.cv, int) or not 2 <= self.cv <= n_t:
-                raise ValueError(f"cv must be an int between 2 and n_t={n_t}, got {self.cv!r}")
-            folds = np.array_split(rng.permutation(n_t), self.cv)
+            cv = check_in_range(self.cv, "cv", 2, n_t, integer=True)
+            folds = np.array_split(rng.permutation(n_t), cv)
             scores = []
             for sigma in candidates:
                 fold_scores = []
                 for held_out in folds:
                     train = torch.from_numpy(np.setdiff1d(np.arange(n_t), held_out)).to(xt.device)
                     xt_train = xt[train]
-                    centers = xt_train[self._center_indices(xt_train.shape[0], rng)]
-                    alpha, _ = self._fit_alpha(xs, xt_train, centers, sigma)
+                    centers = xt_train[self._center_indices(xt_train.shape[0], n_centers, rng)]
+                    alpha, _ = self._fit_alpha(xs, xt_train, centers, sigma, max_iter, tol)
                     ratio = self._ratio(xt[torch.from_numpy(held_out).to(xt.device)], centers, alpha, sigma)
                     fold_scores.append(float(ratio.clamp_min(1e-300).log().mean()))
                 scores.append(float(np.mean(fold_scores)))
         best_sigma = candidates[int(np.argmax(scores))] if scores is not None else candidates[0]
-        centers = xt[self._center_indices(n_t, rng)]
-        alpha, n_iter = self._fit_alpha(xs, xt, centers, best_sigma)
+        centers = xt[self._center_indices(n_t, n_centers, rng)]
+        alpha, n_iter = self._fit_alpha(xs, xt, centers, best_sigma, max_iter, tol)
 
         self.sigma_ = best_sigma
         self.sigma_candidates_ = candidates
@@ -133,13 +135,13 @@ class KLIEP(BaseEstimator):
         self.weights_ = like_input(self._ratio(xs, centers, alpha, best_sigma), Xs)
         return self
 
-    def _center_indices(self, n: int, rng: np.random.Generator) -> torch.Tensor:
-        return torch.from_numpy(np.sort(rng.choice(n, size=min(self.n_centers, n), replace=False)))
+    @staticmethod
+    def _center_indices(n: int, n_centers: int, rng: np.random.Generator) -> torch.Tensor:
+        return torch.from_numpy(np.sort(rng.choice(n, size=min(n_centers, n), replace=False)))
 
     def predict_weights(self, X):
         r"""The fitted ratio :math:`\hat w(x) = \sum_l \alpha_l k_\sigma(x, c_l)` at the rows of ``X`` (n, d) → (n,)."""
-        if not hasattr(self, "alpha_"):
-            raise RuntimeError("KLIEP is not fitted yet; call fit(Xs, Xt) first")
+        check_is_fitted(self)
         check_2d(X, "X")
         x = to_tensor(X, "X", dtype=torch.float64).to(self.centers_.device)
         if x.shape[1] != self.n_features_in_:

@@ -6,7 +6,7 @@ import math
 import torch
 from sklearn.base import BaseEstimator
 
-from .._validation import check_pair, check_positive, like_input
+from .._validation import check_pair, check_positive, check_positive_int, like_input
 from ..kernels import kernel_matmul, kernel_sum, median_bandwidth
 
 __all__ = ["KMM"]
@@ -67,7 +67,8 @@ class KMM(BaseEstimator):
     :math:`K\beta` from :func:`tlkit.kernel_matmul`, so :math:`K` is never formed — memory is O(n_s) and it runs at
     n_s = 100,000; :math:`K` is symmetric non-negative, so its largest row sum bounds :math:`\lambda_{\max}(K)` and
     gives the step :math:`1/L`. Stops when the gradient-mapping norm falls below ``tol`` times
-    :math:`\lVert\kappa\rVert`, or after ``max_iter`` iterations (``converged_`` says which).
+    :math:`\lVert\kappa\rVert`, or after ``max_iter`` iterations (``converged_`` says which). The inputs are
+    validated and converted to float64 once, so every iteration's product runs in the solver's precision.
 
     Shapes: ``fit(Xs (n_s, d), Xt (n_t, d))``; ``weights_`` (n_s,) as numpy for numpy input, torch for torch.
     Fitted attributes: ``weights_``, ``sigma_``, ``eps_``, ``objective_``, ``n_iter_``, ``converged_``.
@@ -85,21 +86,20 @@ class KMM(BaseEstimator):
         self.backend = backend
 
     def fit(self, Xs, Xt):
-        xs, xt = check_pair(Xs, Xt)
+        xs, xt = check_pair(Xs, Xt, dtype=torch.float64)
         n_s, n_t = xs.shape[0], xt.shape[0]
         upper_bound = check_positive(self.B, "B")
         eps = (math.sqrt(n_s) - 1.0) / math.sqrt(n_s) if self.eps is None else check_positive(self.eps, "eps", True)
         if n_s * upper_bound < n_s * (1.0 - eps):
             raise ValueError(f"B={upper_bound} is too small: need B >= 1 - eps = {1.0 - eps} for a feasible problem")
-        if not isinstance(self.max_iter, int) or self.max_iter < 1:
-            raise ValueError(f"max_iter must be a positive int, got {self.max_iter!r}")
+        max_iter = check_positive_int(self.max_iter, "max_iter")
         tol = check_positive(self.tol, "tol")
         sigma = median_bandwidth(xs, xt) if self.sigma is None else self.sigma
 
         def kernel_product(v: torch.Tensor) -> torch.Tensor:
-            return kernel_matmul(xs, xs, v.to(xs.dtype), sigma, self.kernel, self.backend).to(torch.float64)
+            return kernel_matmul(xs, xs, v, sigma, self.kernel, self.backend)
 
-        kappa = kernel_sum(xs, xt, sigma, self.kernel, backend=self.backend).to(torch.float64) * (n_s / n_t)
+        kappa = kernel_sum(xs, xt, sigma, self.kernel, backend=self.backend) * (n_s / n_t)
         ones = torch.ones(n_s, dtype=torch.float64, device=xs.device)
         row_sums = kernel_product(ones)
         lipschitz = float(row_sums.max())  # >= lambda_max(K) for a non-negative symmetric matrix
@@ -110,7 +110,7 @@ class KMM(BaseEstimator):
         y, k_y, momentum_t = beta, k_beta, 1.0
         threshold = tol * float(kappa.norm())
         converged, iteration = False, 0
-        for iteration in range(1, self.max_iter + 1):
+        for iteration in range(1, max_iter + 1):
             gradient = k_y - kappa
             beta_next = project_box_slab(y - gradient / lipschitz, upper_bound, sum_low, sum_high)
             k_beta_next = kernel_product(beta_next)
@@ -131,5 +131,6 @@ class KMM(BaseEstimator):
         self.objective_ = float(0.5 * torch.dot(beta, k_beta) - torch.dot(kappa, beta))
         self.n_iter_ = iteration
         self.converged_ = converged
+        self.n_features_in_ = xs.shape[1]
         self.weights_ = like_input(beta, Xs)
         return self

@@ -7,8 +7,11 @@ import warnings
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.tree import DecisionTreeClassifier
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted
 
-from .._validation import check_1d, check_2d, check_random_state, check_same_dim, to_numpy
+from .._validation import (check_1d, check_2d, check_positive_int, check_random_state, check_same_dim, like_input,
+                           to_numpy)
 
 __all__ = ["TrAdaBoost"]
 
@@ -48,7 +51,8 @@ class TrAdaBoost(ClassifierMixin, BaseEstimator):
     Shapes: ``fit(Xs (n, d), ys (n,), Xt (m, d), yt (m,))``, labels with exactly two classes;
     ``predict(X (k, d))`` → (k,). Fitted attributes: ``estimators_``, ``errors_`` (:math:`\epsilon_t`),
     ``betas_`` (:math:`\beta_t`), ``beta_source_`` (:math:`\beta`), ``classes_``, ``source_weights_``,
-    ``target_weights_`` (the final :math:`w`, normalised to sum 1 together). Used in lesson 06.
+    ``target_weights_`` (the final :math:`w`, normalised to sum 1 together). ``predict`` and
+    ``decision_function`` answer in the input's type (numpy, or torch on the input's device). Used in lesson 06.
     """
 
     def __init__(self, estimator=None, n_estimators: int = 20, random_state=None):
@@ -60,8 +64,8 @@ class TrAdaBoost(ClassifierMixin, BaseEstimator):
         xs, xt = check_2d(to_numpy(Xs, "Xs"), "Xs"), check_2d(to_numpy(Xt, "Xt"), "Xt")
         check_same_dim(xs, xt, ("Xs", "Xt"))
         ys, yt = _labels(ys, "ys", len(xs)), _labels(yt, "yt", len(xt))
-        if not isinstance(self.n_estimators, int) or self.n_estimators < 1:
-            raise ValueError(f"n_estimators must be a positive int, got {self.n_estimators!r}")
+        n_rounds = check_positive_int(self.n_estimators, "n_estimators")
+        check_classification_targets(np.concatenate([ys, yt]))
         classes = np.unique(np.concatenate([ys, yt]))
         if len(classes) != 2:
             raise ValueError(f"TrAdaBoost is binary (Dai et al. 2007): ys and yt together must hold exactly 2 "
@@ -72,11 +76,11 @@ class TrAdaBoost(ClassifierMixin, BaseEstimator):
         features = np.vstack([xs, xt])
         targets = np.concatenate([ys, yt])
         is_target = np.r_[np.zeros(n, dtype=bool), np.ones(m, dtype=bool)]
-        beta_source = 1.0 / (1.0 + math.sqrt(2.0 * math.log(n) / self.n_estimators))
+        beta_source = 1.0 / (1.0 + math.sqrt(2.0 * math.log(n) / n_rounds))
         weights = np.ones(n + m)
         estimators, errors, betas = [], [], []
         too_weak = 0
-        for _ in range(self.n_estimators):
+        for _ in range(n_rounds):
             p = weights / weights.sum()
             learner = clone(base)
             if "random_state" in learner.get_params():
@@ -93,7 +97,7 @@ class TrAdaBoost(ClassifierMixin, BaseEstimator):
             errors.append(error)
             betas.append(beta_t)
         if too_weak:
-            warnings.warn(f"TrAdaBoost: in {too_weak} of {self.n_estimators} rounds the weighted target error was "
+            warnings.warn(f"TrAdaBoost: in {too_weak} of {n_rounds} rounds the weighted target error was "
                           ">= 1/2; it was clipped to just below 1/2, so those rounds barely vote and leave the target "
                           "weights as they were. Use a stronger estimator or more labelled target data.",
                           UserWarning, stacklevel=2)
@@ -111,12 +115,14 @@ class TrAdaBoost(ClassifierMixin, BaseEstimator):
     def decision_function(self, X):
         r"""Log of the vote ratio, :math:`\sum_{t=\lceil N/2\rceil}^{N} \ln(1/\beta_t)\,(h_t(x) - \tfrac12)`;
         positive means ``classes_[1]``. ``X`` (k, d) → (k,)."""
-        if not hasattr(self, "estimators_"):
-            raise RuntimeError("TrAdaBoost is not fitted yet; call fit(Xs, ys, Xt, yt) first")
+        return like_input(self._vote(X), X)
+
+    def _vote(self, X) -> np.ndarray:
+        check_is_fitted(self)
         x = check_2d(to_numpy(X, "X"), "X")
         if x.shape[1] != self.n_features_in_:
             raise ValueError(f"X must have {self.n_features_in_} features, got {x.shape[1]}")
-        first = math.ceil(self.n_estimators / 2) - 1  # round ceil(N/2), 1-based
+        first = math.ceil(len(self.estimators_) / 2) - 1  # round ceil(N/2), 1-based
         score = np.zeros(len(x))
         for learner, beta_t in zip(self.estimators_[first:], self.betas_[first:]):
             score += math.log(1.0 / beta_t) * ((learner.predict(x) == self.classes_[1]) - 0.5)
@@ -124,4 +130,13 @@ class TrAdaBoost(ClassifierMixin, BaseEstimator):
 
     def predict(self, X):
         """Predicted labels (k,) for ``X`` (k, d): the weighted vote of the second half of the rounds."""
-        return self.classes_[(self.decision_function(X) >= 0).astype(int)]
+        votes = self._vote(X)
+        return like_input(self.classes_[(votes >= 0).astype(int)], X)
+
+    def score(self, X, y, sample_weight=None) -> float:
+        """Mean accuracy of ``predict(X)`` against ``y`` (k,), optionally weighted by ``sample_weight`` (k,)."""
+        votes = self._vote(X)
+        predicted = self.classes_[(votes >= 0).astype(int)]
+        labels = to_numpy(y, "y", dtype=None)
+        weights = None if sample_weight is None else to_numpy(sample_weight, "sample_weight")
+        return float(np.average(predicted == labels, weights=weights))

@@ -4,10 +4,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.base import BaseEstimator, clone
+from sklearn import get_config
+from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone
 from sklearn.pipeline import Pipeline
+from sklearn.utils.metadata_routing import MetadataRouter, MethodMapping, process_routing
+from sklearn.utils.validation import check_is_fitted
 
-from .._validation import check_1d, check_2d, check_same_dim, check_same_length, to_numpy
+from .._validation import check_1d, check_2d, check_same_dim, check_same_length, like_input, to_numpy
 
 __all__ = ["WeightedEstimator", "weighted_loss"]
 
@@ -15,7 +18,7 @@ LOSSES = ("cross_entropy", "binary_cross_entropy", "mse")
 REDUCTIONS = ("mean", "sum")
 
 
-class WeightedEstimator(BaseEstimator):
+class WeightedEstimator(MetaEstimatorMixin, BaseEstimator):
     r"""Fit any scikit-learn estimator on importance-weighted source data (plus optional labelled target data).
 
     Article formula 4.1:
@@ -28,11 +31,16 @@ class WeightedEstimator(BaseEstimator):
     function ``(Xs, Xt) -> weights`` such as :func:`distance_weights`, or ``None`` for :math:`w \equiv 1` (the
     unweighted baseline) — and passes it as ``sample_weight`` to a clone of ``estimator``. With ``yt`` the target
     samples join the training set with weight 1 (the second sum); without it only the first sum is minimised.
-    A :class:`~sklearn.pipeline.Pipeline` gets the weights as ``<last step>__sample_weight``.
+
+    The weights reach ``estimator`` as ``sample_weight``. With scikit-learn's metadata routing on
+    (``sklearn.set_config(enable_metadata_routing=True)``) they are routed like any metadata: the consumer asks for
+    them with ``set_fit_request(sample_weight=True)`` — any step of a :class:`~sklearn.pipeline.Pipeline`, e.g. a
+    ``StandardScaler`` too — and ``fit`` raises if no step does. Without routing, ``estimator.fit`` gets
+    ``sample_weight=`` and a ``Pipeline`` gets it as ``<last step>__sample_weight``.
 
     Shapes: ``Xs`` (n_s, d), ``ys`` (n_s,), ``Xt`` (n_t, d), ``yt`` (n_t,) or None. Fitted attributes:
-    ``estimator_``, ``weights_`` (n_s,), ``weighting_`` (the fitted weighting estimator, if one was given).
-    Used in lesson 05.
+    ``estimator_``, ``weights_`` (n_s,; numpy or torch like ``Xs``), ``weighting_`` (the fitted weighting
+    estimator, if one was given). ``predict`` / ``predict_proba`` answer in the input's type. Used in lesson 05.
     """
 
     def __init__(self, estimator, weighting=None):
@@ -69,30 +77,41 @@ class WeightedEstimator(BaseEstimator):
             features = np.vstack([xs, xt])
             targets = np.concatenate([ys, yt])
             sample_weight = np.concatenate([weights, np.ones(len(Xt))])
-        self.estimator_ = clone(self.estimator)
-        if isinstance(self.estimator_, Pipeline):
-            self.estimator_.fit(features, targets, **{f"{self.estimator_.steps[-1][0]}__sample_weight": sample_weight})
+        estimator = clone(self.estimator)
+        if get_config()["enable_metadata_routing"]:
+            routed = process_routing(self, "fit", sample_weight=sample_weight).estimator.fit
+            if "sample_weight" not in routed:
+                raise ValueError(f"estimator ({type(estimator).__name__}) must request the weights: call "
+                                 "set_fit_request(sample_weight=True) on it or on a step of its pipeline")
+            estimator.fit(features, targets, **routed)
+        elif isinstance(estimator, Pipeline):
+            estimator.fit(features, targets, **{f"{estimator.steps[-1][0]}__sample_weight": sample_weight})
         else:
-            self.estimator_.fit(features, targets, sample_weight=sample_weight)
-        self.weights_ = weights
+            estimator.fit(features, targets, sample_weight=sample_weight)
+        self.estimator_ = estimator
+        self.n_features_in_ = xs.shape[1]
+        self.weights_ = like_input(weights, Xs)
         return self
 
-    def _fitted(self):
-        if not hasattr(self, "estimator_"):
-            raise RuntimeError("WeightedEstimator is not fitted yet; call fit(Xs, ys, Xt) first")
-        return self.estimator_
+    def get_metadata_routing(self) -> MetadataRouter:
+        """Routing of ``fit``'s ``sample_weight`` (the importance weights) to ``estimator.fit``."""
+        return MetadataRouter(owner=self).add(estimator=self.estimator,
+                                              method_mapping=MethodMapping().add(caller="fit", callee="fit"))
 
     def predict(self, X):
         """The fitted estimator's ``predict`` on ``X`` (n, d)."""
-        return self._fitted().predict(to_numpy(X, "X"))
+        check_is_fitted(self)
+        return like_input(self.estimator_.predict(to_numpy(X, "X")), X)
 
     def predict_proba(self, X):
         """The fitted estimator's ``predict_proba`` on ``X`` (n, d)."""
-        return self._fitted().predict_proba(to_numpy(X, "X"))
+        check_is_fitted(self)
+        return like_input(self.estimator_.predict_proba(to_numpy(X, "X")), X)
 
     def score(self, X, y):
         """The fitted estimator's ``score`` (accuracy for a classifier, R² for a regressor)."""
-        return self._fitted().score(to_numpy(X, "X"), to_numpy(y, "y", dtype=None))
+        check_is_fitted(self)
+        return self.estimator_.score(to_numpy(X, "X"), to_numpy(y, "y", dtype=None))
 
 
 def _per_sample(loss, output: torch.Tensor, target: torch.Tensor, name: str) -> torch.Tensor:

@@ -9,7 +9,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from .._validation import check_pair, check_random_state, to_numpy
+from .._validation import check_in_range, check_pair, check_positive_int, check_random_state, like_input, to_numpy
 from ..kernels import kernel_matmul, median_bandwidth
 
 __all__ = ["mmd_test", "proxy_a_distance", "coral_distance"]
@@ -48,20 +48,20 @@ def mmd_test(Xs, Xt, n_permutations: int = 1000, sigma=None, kernel: str = "gaus
     No kernel is recomputed per permutation and no :math:`N \times N` matrix is formed (:math:`N = n + m`):
     each split's indicator :math:`a \in \{0,1\}^N` is a column of :math:`V`, the fused
     :func:`tlkit.kernel_matmul` returns :math:`K V` for ``batch_size`` permutations at once, and every
-    :math:`T_b` is a quadratic form in :math:`a` (see :func:`_unbiased_statistics`). Quadratic forms are
-    accumulated in float64.
+    :math:`T_b` is a quadratic form in :math:`a` (see :func:`_unbiased_statistics`). The inputs are validated once;
+    the split indicators are built directly in the kernel's dtype (0 and 1 are exact in float32 too) and the
+    quadratic forms are accumulated in float64.
 
     ``sigma=None`` uses :func:`tlkit.median_bandwidth` on the pooled sample (label-free, so the test stays exact);
     a sequence of bandwidths averages the kernels.
 
     Shapes: ``Xs`` (n, d), ``Xt`` (m, d), n, m ≥ 2 → ``(statistic, p_value)`` as floats, plus the null
-    statistics (B,) as a numpy array when ``return_null=True``. Used in lesson 04.
+    statistics (B,) when ``return_null=True`` (numpy for numpy input, torch on the input's device for torch).
+    Used in lesson 04.
     """
     xs, xt = check_pair(Xs, Xt, min_samples=2)
-    if not isinstance(n_permutations, int) or n_permutations < 1:
-        raise ValueError(f"n_permutations must be a positive int, got {n_permutations!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    n_permutations = check_positive_int(n_permutations, "n_permutations")
+    batch_size = check_positive_int(batch_size, "batch_size")
     rng = check_random_state(random_state)
     n, m = xs.shape[0], xt.shape[0]
     pooled = torch.cat([xs, xt])
@@ -69,28 +69,28 @@ def mmd_test(Xs, Xt, n_permutations: int = 1000, sigma=None, kernel: str = "gaus
     device, dtype = pooled.device, pooled.dtype
 
     def kernel_product(v: torch.Tensor) -> torch.Tensor:
-        return kernel_matmul(pooled, pooled, v.to(dtype), sigma, kernel, backend).to(torch.float64)
+        return kernel_matmul(pooled, pooled, v, sigma, kernel, backend).to(torch.float64)
 
     diagonal = float(kernel_matmul(pooled[:1], pooled[:1], torch.ones(1, 1, dtype=dtype, device=device),
                                    sigma, kernel, backend)[0, 0])  # k(z, z), 1 for the Gaussian and Laplacian
-    observed = torch.zeros(n + m, 1, dtype=torch.float64, device=device)
+    observed = torch.zeros(n + m, 1, dtype=dtype, device=device)
     observed[:n] = 1.0
     first_pass = kernel_product(torch.cat([torch.ones_like(observed), observed], dim=1))
     row_sums = first_pass[:, 0]
     total = float(row_sums.sum())
     statistic = float(_unbiased_statistics(first_pass[:, 1:], observed, row_sums, total, n, m, diagonal)[0])
 
-    template = np.zeros(n + m)
-    template[:n] = 1.0
+    template = np.zeros(n + m, dtype=bool)
+    template[:n] = True
     null = []
     for start in range(0, n_permutations, batch_size):
         count = min(batch_size, n_permutations - start)
         splits = rng.permuted(np.tile(template, (count, 1)), axis=1).T  # (N, count), one split per column
-        assignments = torch.from_numpy(splits).to(device)
+        assignments = torch.from_numpy(splits).to(device=device, dtype=dtype)
         null.append(_unbiased_statistics(kernel_product(assignments), assignments, row_sums, total, n, m, diagonal))
-    null = torch.cat(null).cpu().numpy()
-    p_value = (1.0 + float(np.sum(null >= statistic))) / (1.0 + n_permutations)
-    return (statistic, p_value, null) if return_null else (statistic, p_value)
+    null = torch.cat(null)
+    p_value = (1.0 + float((null >= statistic).sum())) / (1.0 + n_permutations)
+    return (statistic, p_value, like_input(null, Xs)) if return_null else (statistic, p_value)
 
 
 def proxy_a_distance(Xs, Xt, classifier=None, cv: int = 5, random_state=None) -> float:
@@ -110,8 +110,7 @@ def proxy_a_distance(Xs, Xt, classifier=None, cv: int = 5, random_state=None) ->
     """
     check_pair(Xs, Xt, min_samples=2)
     xs, xt = to_numpy(Xs, "Xs"), to_numpy(Xt, "Xt")
-    if not isinstance(cv, int) or not 2 <= cv <= min(len(xs), len(xt)):
-        raise ValueError(f"cv must be an int between 2 and min(n_s, n_t) = {min(len(xs), len(xt))}, got {cv!r}")
+    cv = check_in_range(cv, "cv", 2, min(len(xs), len(xt)), integer=True)
     model = (make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)) if classifier is None
              else clone(classifier))
     features = np.vstack([xs, xt])

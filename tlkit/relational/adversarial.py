@@ -9,7 +9,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .._validation import check_2d, check_1d, check_same_dim, check_same_length, to_tensor
-from ..parameter.training import History, evaluate
+from ..training import History, evaluate
 
 
 class _GradientReversalFunction(torch.autograd.Function):

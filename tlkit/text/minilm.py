@@ -127,7 +127,7 @@ def fine_tune(texts: Sequence[str], labels, *, epochs: int = 3, lr: float = 2e-5
     Used in lesson 08.
     """
     from ..parameter.freezing import param_groups
-    from ..parameter.training import fit
+    from ..training import fit
 
     if isinstance(texts, str) or not isinstance(texts, Sequence) or not all(isinstance(t, str) for t in texts):
         raise TypeError("texts must be a list of strings")

@@ -1,4 +1,8 @@
-"""A small, readable training loop shared by the deep lessons: ``fit`` -> ``History`` -> ``history.plot()``."""
+"""The training loop shared by the deep subpackages: ``fit`` -> ``History`` -> ``history.plot()``.
+
+``tl.parameter`` (fine-tuning), ``tl.relational`` (DANN), ``tl.meta`` and ``tl.text`` train through it; it is
+re-exported as ``tl.parameter.fit`` / ``evaluate`` / ``make_loader`` / ``History`` for the lessons.
+"""
 from __future__ import annotations
 
 import time
@@ -10,6 +14,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
+
+from ._validation import check_positive_int
+
+__all__ = ["History", "fit", "evaluate", "make_loader"]
 
 
 @dataclass
@@ -89,8 +97,7 @@ def make_loader(data, batch_size: int = 64, shuffle: bool = True, seed: int = 0)
         return data
     if not isinstance(data, Sequence) or isinstance(data, (str, bytes)) or len(data) < 1:
         raise TypeError("data must be a DataLoader or a tuple of arrays (X, y, ...)")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    batch_size = check_positive_int(batch_size, "batch_size")
     tensors = []
     for position, array in enumerate(data):
         tensor = torch.as_tensor(np.asarray(array) if not isinstance(array, torch.Tensor) else array)
@@ -188,8 +195,7 @@ def fit(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be a positive int, got {epochs!r}")
+    epochs = check_positive_int(epochs, "epochs")
     loader = make_loader(train_data, batch_size=batch_size, shuffle=True, seed=seed)
     model.to(device)
     if optimizer is None:
