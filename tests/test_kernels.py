@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import tlkit as tl
-from tlkit.kernels import _build
+from tlkit.kernels import _library
 
-CPP_AVAILABLE = _build.load("cpp").loaded
+CPP_AVAILABLE = _library.CPP.loaded
 BACKENDS = ["torch"] + (["cpp"] if CPP_AVAILABLE else [])
 SHAPES = [(37, 53, 1), (29, 18, 2), (40, 40, 3), (23, 31, 17), (19, 26, 64), (12, 9, 512)]
 
@@ -222,8 +222,9 @@ def test_dtypes_and_layouts(backend):
     assert tl.mmd2(x.half(), y.half(), 2.0, backend=backend).dtype == torch.float16
     assert tl.mmd2(x.bfloat16(), y, 2.0, backend=backend).dtype == torch.float32
     torch.testing.assert_close(tl.mmd2(x.T.contiguous().T, y, 2.0, backend=backend), ref)  # non-contiguous
-    assert tl.mmd2(x.numpy(), y.numpy(), 2.0, backend=backend).dtype == torch.float32
-    torch.testing.assert_close(tl.mmd2(x.numpy()[::-1], y.numpy(), 2.0, backend=backend), ref)  # negative strides
+    assert tl.mmd2(x.numpy(), y.numpy(), 2.0, backend=backend).dtype == np.float32
+    flipped = tl.mmd2(x.numpy()[::-1], y.numpy(), 2.0, backend=backend)  # negative strides
+    np.testing.assert_allclose(flipped, ref.numpy(), rtol=1e-5)
     ints = tl.mmd2(torch.arange(12).reshape(6, 2), torch.arange(12).reshape(6, 2) + 1, 2.0, backend=backend)
     assert ints.dtype == torch.get_default_dtype() and ints > 0
 
@@ -299,4 +300,61 @@ def test_cpp_backend_is_built_where_a_compiler_exists():
     """A working compiler must give the fused backend; a silent fallback would hide a broken build."""
     if shutil.which("c++") is None:
         pytest.skip("no C++ compiler on this machine")
-    assert CPP_AVAILABLE, _build.state("cpp").reason
+    assert CPP_AVAILABLE, _library.CPP.reason
+
+
+# ---------------------------------------------------------------- one input/output rule, one set of constants
+def test_numpy_in_numpy_out_and_torch_in_torch_out():
+    x, y = clouds(30, 20, 3)
+    xn, yn = x.numpy(), y.numpy()
+    dist, index = tl.nearest(xn, yn)
+    assert isinstance(dist, np.ndarray) and index.dtype == np.int64
+    np.testing.assert_array_equal(index, tl.nearest(x, y)[1].numpy())
+    density = tl.kernel_sum(xn, yn, 1.0)
+    assert isinstance(density, np.ndarray) and density.dtype == np.float64
+    product = tl.kernel_matmul(xn, yn, np.ones((20, 2)), 1.0)
+    assert isinstance(product, np.ndarray) and product.shape == (30, 2)
+    value = tl.mmd2(xn, yn, 1.0)
+    assert isinstance(value, np.float64)
+    assert value == float(tl.mmd2(x, y, 1.0)) and isinstance(tl.mmd2(x, y, 1.0), torch.Tensor)
+    assert isinstance(tl.mmd2(xn, y, 1.0), torch.Tensor)  # any torch input: torch out
+
+
+def test_scalar_arguments_accept_any_numeric_type():
+    x, y = clouds(30, 20, 3)
+    expected = float(tl.mmd2(x, y, 2.0))
+    for sigma in (np.float32(2.0), np.int64(2), torch.tensor(2.0), np.array([2.0])):
+        assert float(tl.mmd2(x, y, sigma)) == pytest.approx(expected, rel=1e-6)
+    assert tl.median_bandwidth(x, y, max_points=np.int64(40), seed=np.int32(1)) > 0
+    with pytest.raises(TypeError, match="max_points must be an integer"):
+        tl.median_bandwidth(x, y, max_points=40.5)
+
+
+def test_bandwidth_limit_is_enforced_before_the_kernel():
+    x, y = clouds(10, 10, 2)
+    tl.mmd2(x, y, [1.0] * tl.kernels.ops.MAX_BANDWIDTHS)
+    with pytest.raises(ValueError, match="sigma must hold at most 16 bandwidths, got 17"):
+        tl.mmd2(x, y, [1.0] * 17)
+
+
+def test_python_constants_match_the_shared_header():
+    """csrc/kernel_spec.h is the one definition of the kernel kinds and the bandwidth limit (C++ and CUDA)."""
+    import re
+
+    from tlkit.kernels import _build, ops
+
+    header = (_build.CSRC / "kernel_spec.h").read_text()
+    kinds = dict(re.findall(r"k([A-Z][a-z]+) = (\d+)", re.search(r"enum KernelKind[^}]*}", header).group(0)))
+    assert {name.lower(): int(value) for name, value in kinds.items()} == ops.KERNELS
+    assert int(re.search(r"constexpr int kMaxBandwidths = (\d+);", header).group(1)) == ops.MAX_BANDWIDTHS
+    assert "kMaxBandwidths = " not in (_build.CSRC / "pairwise.h").read_text()
+    assert "kMaxBandwidths = " not in (_build.CSRC / "cuda" / "launchers.h").read_text()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_unchecked_entry_point_keeps_float64_and_matches_the_checked_op(backend):
+    x, y = clouds(25, 30, 4)
+    v = torch.randn(30, 3, dtype=torch.float64)
+    out = tl.kernels.ops.kernel_matmul_unchecked(x, y, v, [1.0, 2.0], "laplacian", backend)
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out, tl.kernel_matmul(x, y, v, [1.0, 2.0], "laplacian", backend=backend))

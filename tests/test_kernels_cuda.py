@@ -10,14 +10,14 @@ import pytest
 import torch
 
 import tlkit as tl
-from tlkit.kernels import _build
+from tlkit.kernels import _library
+from tlkit.kernels.ops import KERNELS
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
-CPU_BACKEND = "cpp" if _build.load("cpp").loaded else "torch"
+CPU_BACKEND = "cpp" if _library.CPP.loaded else "torch"
 DTYPES = [torch.float32, torch.float64]
 DIMS = [1, 3, 64, 300]
-KERNELS = {"gaussian": 0, "laplacian": 1}
 SIGMA_SETS = [[1.0], [0.5, 1.0, 2.0]]
 
 

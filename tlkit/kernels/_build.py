@@ -1,8 +1,12 @@
-"""Build and load the fused C++ (OpenMP) and CUDA extensions from ``csrc/`` with ``torch.utils.cpp_extension``.
+"""The builder: compiles the fused C++ (OpenMP) and CUDA libraries from ``csrc/`` with ``torch.utils.cpp_extension``
+and reports the toolchain. It registers nothing (``_library`` loads the libraries and registers the Python parts).
 
-Nothing here runs at import time. A build lands in a directory whose name hashes the sources, flags and torch
-version, so an edited source or a new torch never loads a stale library. ``TLKIT_BUILD_DIR`` moves the build
-root (default ``~/.cache/tlkit/ext``); ``TLKIT_NO_BUILD=1`` forbids compiling (prebuilt libraries still load).
+Nothing here runs at import time. A build lands in ``<build root>/<kind>-torch<version>-py<version>-<hash>``, the
+hash covering the sources, the flags, ``TORCH_CUDA_ARCH_LIST`` and, for the ``-march=native`` C++ build, the CPU
+(model and instruction-set flags): an edited source, a new torch or another CPU sharing the home directory never
+loads a stale or incompatible library. The build root is ``$TLKIT_BUILD_DIR``, else the per-user cache directory
+(``~/.cache/tlkit`` on Linux, from ``platformdirs``), never site-packages. ``TLKIT_NO_BUILD=1`` forbids compiling
+(built libraries still load).
 """
 from __future__ import annotations
 
@@ -14,13 +18,17 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
+import platformdirs
 import torch
 
-CSRC = Path(__file__).resolve().parents[2] / "csrc"
-SOURCES = {"cpp": ["tlkit_cpu.cpp"], "cuda": ["tlkit_cuda.cpp", "tlkit_cuda_kernels.cu", "tlkit_cuda.h"]}
+CSRC = Path(__file__).resolve().parent / "csrc"
+# Compiled sources, and the headers they include (hashed into the cache key too).
+SOURCES = {"cpp": ["ops.cpp", "nearest.cpp", "kernel_matmul.cpp", "mmd2.cpp"],
+           "cuda": ["cuda/ops_cuda.cpp", "cuda/pairwise_kernels.cu"]}
+HEADERS = {"cpp": ["kernel_spec.h", "pairwise.h"], "cuda": ["kernel_spec.h", "cuda/launchers.h"]}
+LABELS = {"cpp": "C++", "cuda": "CUDA"}
 # torch chooses the C++ standard (C++20 for torch >= 2.10); don't override it.
 FLAGS = {
     "cpp": {"extra_cflags": ["-O3", "-fopenmp", "-march=native"], "extra_ldflags": ["-fopenmp"]},
@@ -31,23 +39,28 @@ DEFAULT_CUDA_ARCHS = "8.0;9.0"
 STALE_LOCK_SECONDS = 600
 
 
-@dataclass
-class ExtensionState:
-    """What happened when tlkit tried to make one extension available."""
-
-    kind: str
-    loaded: bool = False
-    path: str | None = None
-    reason: str = "not tried yet"
-    build_seconds: float | None = None
-    log: list[str] = field(default_factory=list)
-
-
-_states: dict[str, ExtensionState] = {}
+class BuildError(RuntimeError):
+    """A library cannot be built here; the message says why and what to do."""
 
 
 def build_root() -> Path:
-    return Path(os.environ.get("TLKIT_BUILD_DIR") or Path.home() / ".cache" / "tlkit" / "ext")
+    """``$TLKIT_BUILD_DIR``, else the per-user cache directory (``~/.cache/tlkit`` on Linux)."""
+    return Path(os.environ.get("TLKIT_BUILD_DIR") or platformdirs.user_cache_dir("tlkit", appauthor=False))
+
+
+def cpu_fingerprint() -> str:
+    """What ``-march=native`` compiles for: the CPU model and instruction-set flags (``/proc/cpuinfo``), else the
+    processor name ``platform`` reports."""
+    wanted = ("model name", "flags", "Features", "CPU implementer", "CPU part")
+    fields: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="ignore").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in wanted:
+                fields.setdefault(key.strip(), " ".join(sorted(value.split())))
+    except OSError:
+        pass
+    return repr(sorted(fields.items())) if fields else f"{platform.machine()} {platform.processor()}"
 
 
 def find_cuda_home() -> str | None:
@@ -73,16 +86,16 @@ def find_cuda_home() -> str | None:
 
 
 def source_paths(kind: str) -> list[Path]:
-    return [CSRC / name for name in SOURCES[kind]]
+    return [CSRC / name for name in SOURCES[kind] + HEADERS[kind]]
 
 
 def build_dir(kind: str) -> Path:
     digest = hashlib.sha256()
     for path in source_paths(kind):
-        digest.update(path.name.encode())
+        digest.update(str(path.relative_to(CSRC)).encode())
         digest.update(path.read_bytes() if path.is_file() else b"missing")
     digest.update(repr(FLAGS[kind]).encode())
-    digest.update(os.environ.get("TORCH_CUDA_ARCH_LIST", "").encode() if kind == "cuda" else b"")
+    digest.update(os.environ.get("TORCH_CUDA_ARCH_LIST", "").encode() if kind == "cuda" else cpu_fingerprint().encode())
     tag = f"{kind}-torch{torch.__version__}-py{sys.version_info.major}{sys.version_info.minor}-{digest.hexdigest()[:12]}"
     return build_root() / tag
 
@@ -109,10 +122,11 @@ def _clear_stale_lock(directory: Path, advisory: bool | None = None) -> None:
     lock.unlink(missing_ok=True)
 
 
-def _missing_prerequisites(kind: str) -> str | None:
-    missing = [p.name for p in source_paths(kind) if not p.is_file()]
+def missing_prerequisite(kind: str) -> str | None:
+    """Why ``kind`` cannot be compiled here, or None."""
+    missing = [str(p.relative_to(CSRC)) for p in source_paths(kind) if not p.is_file()]
     if missing:
-        return f"sources {missing} not found in {CSRC} (tlkit runs from a source checkout to build kernels)"
+        return f"the kernel sources {missing} are missing from the installed package (reinstall tlkit)"
     compiler = os.environ.get("CXX", "c++")
     if shutil.which(compiler) is None:
         return f"no C++ compiler ('{compiler}') on PATH; install g++ (e.g. apt-get install g++)"
@@ -126,20 +140,32 @@ def _missing_prerequisites(kind: str) -> str | None:
     return None
 
 
-def build(kind: str, verbose: bool = False, directory: Path | None = None) -> Path:
-    """Compile one extension (``kind`` = ``"cpp"`` or ``"cuda"``) and return the path of the shared library.
+def _writable(directory: Path) -> str | None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        return (f"the build directory {display_path(directory)} is not writable ({exc.strerror or exc}); "
+                "set TLKIT_BUILD_DIR to a writable folder")
+    return None
 
-    Raises ``RuntimeError`` with the reason when it cannot be built. Loading it into the process is a
-    side effect of ``torch.utils.cpp_extension.load``; the CUDA library needs the C++ one loaded first.
+
+def compile_library(kind: str, verbose: bool = False, directory: Path | None = None) -> tuple[Path, float]:
+    """Compile one library (``kind`` = ``"cpp"`` or ``"cuda"``): (path of the shared library, seconds it took).
+
+    Prints one line to stderr — where it builds, then how long it took. Raises ``BuildError`` with the reason
+    when it cannot start a build, ``RuntimeError`` when the compiler fails. ``torch.utils.cpp_extension.load`` also maps the library into this process; the CUDA
+    library needs the C++ one (which declares the ops) loaded first.
     """
-    problem = _missing_prerequisites(kind)
+    directory = directory or build_dir(kind)
+    problem = missing_prerequisite(kind) or _writable(directory)
     if problem:
-        raise RuntimeError(problem)
+        raise BuildError(problem)
     cuda_home = find_cuda_home()
     if cuda_home:  # torch reads it when cpp_extension is first imported
         os.environ["CUDA_HOME"] = cuda_home
-    directory = directory or build_dir(kind)
-    directory.mkdir(parents=True, exist_ok=True)
     _clear_stale_lock(directory)
     if kind == "cuda" and not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
         os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_CUDA_ARCHS
@@ -148,94 +174,72 @@ def build(kind: str, verbose: bool = False, directory: Path | None = None) -> Pa
 
     if cuda_home:
         cpp_extension.CUDA_HOME = cuda_home  # in case torch was imported with another guess
-    sources = [str(p) for p in source_paths(kind) if p.suffix != ".h"]
-    cpp_extension.load(
-        name=f"tlkit_{kind}", sources=sources, build_directory=str(directory),
-        is_python_module=False, verbose=verbose, **FLAGS[kind],
-    )
-    return directory / f"tlkit_{kind}.so"
-
-
-def state(kind: str) -> ExtensionState:
-    return _states.setdefault(kind, ExtensionState(kind))
-
-
-def load(kind: str, allow_build: bool | None = None, verbose: bool = False) -> ExtensionState:
-    """Make the ``kind`` extension's ops available in ``torch.ops.tlkit``, building it if needed and allowed."""
-    st = state(kind)
-    if st.loaded or st.reason != "not tried yet":
-        return st
-    if kind == "cuda":
-        if not torch.cuda.is_available():
-            st.reason = "no CUDA device is visible to torch"
-            return st
-        cpu = load("cpp", allow_build, verbose)
-        if not cpu.loaded:
-            st.reason = f"needs the C++ extension first, which is unavailable: {cpu.reason}"
-            return st
-    if allow_build is None:
-        allow_build = os.environ.get("TLKIT_NO_BUILD", "0") in ("", "0")
-    path = library_path(kind) if all(p.is_file() for p in source_paths(kind)) else None
+    print(f"tlkit: building the fused {LABELS[kind]} kernels in {display_path(directory)} (one time, about a minute)...",
+          end="", file=sys.stderr, flush=True)
+    start = time.perf_counter()
     try:
-        if path is not None and path.is_file():
-            torch.ops.load_library(str(path))
-        elif not allow_build:
-            st.reason = "not built and TLKIT_NO_BUILD is set; run `python -m tlkit build`"
-            return st
-        else:
-            print(f"tlkit: building the fused {kind.upper()} kernels (one time, about a minute)...", file=sys.stderr)
-            start = time.perf_counter()
-            path = build(kind, verbose=verbose)
-            st.build_seconds = time.perf_counter() - start
-    except Exception as exc:  # a failed build must never break tlkit: the torch backend takes over
-        st.reason = f"build or load failed: {_summarise(exc)}. Run `python -m tlkit build --verbose` for the log"
-        return st
-    from . import _registration
-
-    _registration.register_python_parts()
-    st.loaded, st.path, st.reason = True, str(path), "loaded"
-    return st
+        cpp_extension.load(
+            name=f"tlkit_{kind}", sources=[str(CSRC / name) for name in SOURCES[kind]], build_directory=str(directory),
+            is_python_module=False, verbose=verbose, **FLAGS[kind],
+        )
+    except BaseException:
+        print(" failed", file=sys.stderr, flush=True)
+        raise
+    seconds = time.perf_counter() - start
+    print(f" done in {seconds:.0f} s", file=sys.stderr, flush=True)
+    return directory / f"tlkit_{kind}.so", seconds
 
 
-def _summarise(exc: Exception) -> str:
+def summarise(exc: BaseException) -> str:
+    """The first error line of a compiler log (or the exception's last line), at most 300 characters."""
     text = str(exc).strip().splitlines()
     errors = [line for line in text if "error" in line.lower()]
     return (errors[0] if errors else (text[-1] if text else type(exc).__name__))[:300]
 
 
-def build_all(cuda: str = "auto", verbose: bool = False) -> bool:
-    """``python -m tlkit build``: build the C++ extension and, where useful, the CUDA one. Returns success."""
-    cpp = load("cpp", allow_build=True, verbose=verbose)
-    print(f"tlkit C++ kernels: {cpp.reason}" + (f" ({cpp.path})" if cpp.loaded else ""))
-    ok = cpp.loaded
-    want_cuda = cuda == "yes" or (cuda == "auto" and torch.cuda.is_available())
-    if want_cuda:
-        try:
-            start = time.perf_counter()
-            path = library_path("cuda") if library_path("cuda").is_file() else build("cuda", verbose=verbose)
-            print(f"tlkit CUDA kernels: built in {time.perf_counter() - start:.0f} s ({path})")
-        except Exception as exc:
-            print(f"tlkit CUDA kernels: failed: {_summarise(exc)}")
-            ok = False
-    return ok
+def display_path(path) -> str:
+    """``path`` relative to the tlkit checkout, or to ``~``, or to the Python environment; never this machine's
+    absolute path (reports and notebooks are shared)."""
+    path = Path(path).resolve()
+    package = Path(__file__).resolve().parents[1]
+    checkout = package.parent if (package.parent / "pyproject.toml").is_file() else None
+    for root, label in ((checkout, None), (Path.home().resolve(), "~"), (Path(sys.prefix).resolve(), "<python env>")):
+        if root is not None and path.is_relative_to(root):
+            relative = path.relative_to(root)
+            if label is None:
+                return str(relative) if relative.parts else "."
+            return str(Path(label, relative))
+    return str(Path("…", *path.parts[-2:]))
 
 
-def compiler_version() -> str | None:
+def _first_line(command: list[str]) -> str | None:
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    lines = [line.strip() for line in result.stdout.splitlines() if line.strip()]
+    return lines[0] if lines else None
+
+
+def toolchain() -> dict[str, str]:
+    """What building the kernels would use here: platform, C++ compiler, ninja, nvcc and CUDA toolkit, the build
+    root and the cache keys; paths shown relative to the checkout or ``~``. Used by ``tl.doctor()``."""
     compiler = shutil.which(os.environ.get("CXX", "c++"))
-    if not compiler:
-        return None
-    out = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=False).stdout
-    return out.splitlines()[0] if out else compiler
-
-
-def nvcc_version() -> str | None:
-    home = find_cuda_home()
-    if not home:
-        return None
-    out = subprocess.run([str(Path(home) / "bin" / "nvcc"), "--version"], capture_output=True, text=True, check=False)
-    release = [line for line in out.stdout.splitlines() if "release" in line]
-    return f"{release[0].strip() if release else 'nvcc'} at {home}"
-
-
-def platform_summary() -> str:
-    return f"{platform.system()} {platform.machine()}, Python {platform.python_version()}"
+    ninja = shutil.which("ninja") or (str(Path(sys.executable).parent / "ninja")
+                                      if (Path(sys.executable).parent / "ninja").exists() else None)
+    cuda_home = find_cuda_home()
+    nvcc = None
+    if cuda_home:
+        out = subprocess.run([str(Path(cuda_home) / "bin" / "nvcc"), "--version"], capture_output=True, text=True,
+                             check=False).stdout
+        release = [line.strip() for line in out.splitlines() if "release" in line]
+        nvcc = f"{release[0] if release else 'nvcc'} at {display_path(cuda_home)}"
+    return {
+        "platform": f"{platform.system()} {platform.machine()}, Python {platform.python_version()}",
+        "C++ compiler": (_first_line([compiler, "--version"]) or compiler) if compiler else "not found",
+        "ninja": (_first_line([ninja, "--version"]) or "found") if ninja else "not found (pip install ninja)",
+        "nvcc": nvcc or "not found (CUDA kernels cannot be built)",
+        "build directory": display_path(build_root()),
+        "C++ build": build_dir("cpp").name,
+        "CUDA build": build_dir("cuda").name,
+    }

@@ -1,12 +1,15 @@
-"""One dispatch point: picks the CUDA, C++ or torch backend for a device and can say which and why."""
+"""One dispatch point: picks the CUDA, C++ or torch backend for a device and can say which and why; ``build`` makes
+the compiled backends ready ahead of time."""
 from __future__ import annotations
 
+import sys
 import warnings
+from pathlib import Path
 
 import torch
 
 from . import _build, _reference
-from ._registration import TorchKernelMatmul, TorchMMD2Value
+from ._reference_autograd import TorchKernelMatmul, TorchMMD2Value
 
 BACKENDS = ("auto", "cuda", "cpp", "torch")
 DESCRIPTIONS = {
@@ -14,7 +17,33 @@ DESCRIPTIONS = {
     "cpp": "fused C++/OpenMP kernels (tiled, vectorised)",
     "torch": "pure-PyTorch reference (row chunks)",
 }
+# Frames in these folders are tlkit's or torch's own; a warning points past them at the user's call.
+_INTERNAL_DIRS = (str(Path(__file__).resolve().parents[1]), str(Path(torch.__file__).resolve().parent))
 _warned: set[str] = set()
+
+
+def _state(kind: str):
+    """Load (building on first use) the ``kind`` library; importing ``_library`` loads the C++ one."""
+    from . import _library
+
+    return _library.CPP if kind == "cpp" else _library.load(kind)
+
+
+def _loaded(kind: str) -> bool:
+    """Whether the ``kind`` library is loaded — a constant for ``torch.compile`` (evaluated once while tracing)."""
+    return _state(kind).loaded
+
+
+# What ``torch.compiler.assume_constant_result`` sets, without importing torch._dynamo (1.8 s) with tlkit.
+_loaded._dynamo_marked_constant = True
+
+
+def _user_stacklevel() -> int:
+    """``stacklevel`` of the first frame outside tlkit and torch, counted from the caller of this function."""
+    frame, level = sys._getframe(1), 1
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_INTERNAL_DIRS):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _compiled_kind(device: torch.device) -> str:
@@ -22,7 +51,10 @@ def _compiled_kind(device: torch.device) -> str:
 
 
 def choose(backend: str, device: torch.device) -> tuple[str, str]:
-    """(backend name, reason) for inputs on ``device``. Explicit unavailable choices raise RuntimeError."""
+    """(backend name, reason) for inputs on ``device``. Explicit unavailable choices raise RuntimeError.
+
+    Under ``torch.compile`` the choice is a trace-time constant (no build, no warning inside the graph).
+    """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "torch":
@@ -34,7 +66,13 @@ def choose(backend: str, device: torch.device) -> tuple[str, str]:
     kind = _compiled_kind(device)
     if backend != "auto" and backend != kind:
         raise RuntimeError(f"backend={backend!r} cannot run on {device.type} tensors (use {kind!r}, 'torch' or 'auto')")
-    st = _build.load(kind)
+    if torch.compiler.is_compiling():
+        if _loaded(kind):
+            return kind, "requested" if backend == kind else f"auto: {DESCRIPTIONS[kind]} loaded"
+        if backend == kind:
+            raise RuntimeError(f"backend={kind!r} is unavailable; see tl.kernels.backend_info()")
+        return "torch", f"auto: {kind} unavailable"
+    st = _state(kind)
     if st.loaded:
         return kind, "requested" if backend == kind else f"auto: {DESCRIPTIONS[kind]} loaded"
     if backend == kind:
@@ -42,7 +80,7 @@ def choose(backend: str, device: torch.device) -> tuple[str, str]:
     if kind not in _warned:
         _warned.add(kind)
         warnings.warn(f"tlkit: fused {kind} kernels unavailable ({st.reason}); using the slower torch backend.",
-                      RuntimeWarning, stacklevel=4)
+                      RuntimeWarning, stacklevel=_user_stacklevel())
     return "torch", f"auto: {kind} unavailable ({st.reason})"
 
 
@@ -51,17 +89,42 @@ def backend_info(device: str | torch.device | None = None) -> dict:
 
     Example: ``tl.kernels.backend_info()`` →
     ``{'torch': {'available': True, ...}, 'cpp': {...}, 'cuda': {...}, 'auto': {'cpu': ('cpp', '...')}}``.
-    Calling it loads (and if needed builds) the extensions, as the first kernel call would.
+    Calling it loads (and if needed builds) the libraries, as the first kernel call would. Library paths are
+    shown relative to the checkout or ``~``.
     """
     info = {"torch": {"available": True, "reason": DESCRIPTIONS["torch"]}}
     for kind in ("cpp", "cuda"):
-        st = _build.load(kind)
+        st = _state(kind)
         info[kind] = {"available": st.loaded, "reason": DESCRIPTIONS[kind] if st.loaded else st.reason,
-                      "library": st.path}
+                      "library": _build.display_path(st.path) if st.path else None}
     devices = [torch.device(device)] if device is not None else [torch.device("cpu")] + (
         [torch.device("cuda")] if torch.cuda.is_available() else [])
     info["auto"] = {str(d): choose("auto", d) for d in devices}
     return info
+
+
+def build(cuda: str = "auto", verbose: bool = False) -> dict[str, str]:
+    """Build the fused kernels ahead of time and load them into this process (``python -m tlkit build``).
+
+    Compiles what is not built yet into the build cache (``$TLKIT_BUILD_DIR``, else ``~/.cache/tlkit``): the C++
+    library always, the CUDA one when ``cuda="yes"``, or ``"auto"`` and a GPU is visible. Returns
+    ``{"cpp": "<library, relative to ~ or the checkout>", ...}``; raises ``RuntimeError`` with the reason when a
+    library cannot be built or loaded.
+    """
+    if cuda not in ("auto", "yes", "no"):
+        raise ValueError(f"cuda must be one of ('auto', 'yes', 'no'), got {cuda!r}")
+    wanted = ["cpp"] + (["cuda"] if cuda == "yes" or (cuda == "auto" and torch.cuda.is_available()) else [])
+    built = {}
+    for kind in wanted:
+        path = _build.library_path(kind)
+        if not path.is_file():
+            path, _ = _build.compile_library(kind, verbose=verbose)
+        if kind == "cpp" or torch.cuda.is_available():
+            st = _state(kind)
+            if not st.loaded:
+                raise RuntimeError(f"the {_build.LABELS[kind]} kernels are unavailable: {st.reason}")
+        built[kind] = _build.display_path(path)
+    return built
 
 
 # Primitive entry points used by the public functions; each takes already-validated tensors.

@@ -1,57 +1,23 @@
 """Public pairwise-kernel functions: nearest neighbours, kernel sums, kernel-matrix products and MMD.
 
-Each validates its inputs (a ``ValueError``/``TypeError`` names the argument), then runs on the backend the
-dispatch point picks (``backend="auto" | "cuda" | "cpp" | "torch"``). None of them forms the n×m matrix.
+Each validates its inputs with ``tlkit._validation`` (a ``ValueError``/``TypeError`` names the argument), then runs
+on the backend the dispatch point picks (``backend="auto" | "cuda" | "cpp" | "torch"``). None of them forms the n×m
+matrix. They answer in the type they were given: numpy in → numpy out, torch in → torch out (on the same device).
+Under ``torch.compile`` the data-dependent checks (finiteness, signs) are skipped, so they trace without graph breaks.
 """
 from __future__ import annotations
-
-import math
-from collections.abc import Sequence
 
 import numpy as np
 import torch
 
+from .. import _validation as check
 from . import _dispatch
 
+# The C++/CUDA kernels' kernel ids and bandwidth limit (csrc/kernel_spec.h; a test compares them).
 KERNELS = {"gaussian": 0, "laplacian": 1}
+MAX_BANDWIDTHS = 16
 ESTIMATORS = ("biased", "unbiased", "linear")
 COMPUTE_DTYPES = (torch.float32, torch.float64)
-
-
-# ---------------------------------------------------------------- validation
-def _as_points(value, name: str, check_finite: bool = True) -> torch.Tensor:
-    if isinstance(value, np.ndarray):
-        value = torch.from_numpy(np.ascontiguousarray(value))  # views with negative strides (np.flip) too
-    if not isinstance(value, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor or numpy array of shape (n, d), got {type(value).__name__}")
-    if value.dim() != 2:
-        raise ValueError(f"{name} must be 2-D (n, d), got shape {tuple(value.shape)}")
-    if value.shape[0] == 0 or value.shape[1] == 0:
-        raise ValueError(f"{name} must hold at least one point of at least one feature, got shape {tuple(value.shape)}")
-    if value.is_complex():
-        raise TypeError(f"{name} must be real, got {value.dtype}")
-    if not value.is_floating_point():
-        value = value.to(torch.get_default_dtype())
-    if check_finite:
-        _check_finite(value, name)
-    return value
-
-
-def _check_finite(value: torch.Tensor, name: str) -> None:
-    if not bool(torch.isfinite(value).all()):
-        raise ValueError(f"{name} contains NaN or infinite values")
-
-
-def _pair(x, y, names=("x", "y")):
-    x, y = _as_points(x, names[0], check_finite=False), _as_points(y, names[1], check_finite=False)
-    if x.shape[1] != y.shape[1]:
-        raise ValueError(f"{names[0]} and {names[1]} must have the same number of features, "
-                         f"got {x.shape[1]} and {y.shape[1]}")
-    if x.device != y.device:
-        raise ValueError(f"{names[0]} and {names[1]} must be on the same device, got {x.device} and {y.device}")
-    _check_finite(x, names[0])
-    _check_finite(y, names[1])
-    return x, y
 
 
 def _compute_dtype(*tensors) -> tuple[torch.dtype, torch.dtype]:
@@ -62,51 +28,30 @@ def _compute_dtype(*tensors) -> tuple[torch.dtype, torch.dtype]:
     return (result if result in COMPUTE_DTYPES else torch.float32), result
 
 
-MAX_BANDWIDTHS = 16  # what the fused kernels hold in registers
-
-
-def _sigmas(sigma, name="sigma") -> list[float]:
-    if isinstance(sigma, torch.Tensor):
-        sigma = sigma.detach().cpu().reshape(-1).tolist() if sigma.dim() else float(sigma)
-    if isinstance(sigma, np.ndarray):
-        sigma = sigma.reshape(-1).tolist()
-    values = list(sigma) if isinstance(sigma, Sequence) and not isinstance(sigma, str) else [sigma]
-    if not values:
-        raise ValueError(f"{name} must be a positive number or a non-empty sequence of them, got an empty sequence")
-    try:
-        values = [float(s) for s in values]
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a positive number or a sequence of them, got {sigma!r}") from None
-    if not all(math.isfinite(s) and s > 0 for s in values):
-        raise ValueError(f"{name} must be positive and finite, got {values}")
-    if len(values) > MAX_BANDWIDTHS:
-        raise ValueError(f"{name} may hold at most {MAX_BANDWIDTHS} bandwidths, got {len(values)}")
-    return values
-
-
-def _kernel_id(kernel: str) -> int:
-    if kernel not in KERNELS:
-        raise ValueError(f"kernel must be one of {tuple(KERNELS)}, got {kernel!r}")
-    return KERNELS[kernel]
-
-
-def _vector(value, length: int, name: str, device, dtype) -> torch.Tensor:
-    if isinstance(value, np.ndarray):
-        value = torch.from_numpy(np.ascontiguousarray(value))
-    if not isinstance(value, torch.Tensor):
-        raise TypeError(f"{name} must be a tensor or array of shape ({length},), got {type(value).__name__}")
-    if value.dim() != 1 or value.shape[0] != length:
-        raise ValueError(f"{name} must have shape ({length},), got {tuple(value.shape)}")
-    if value.device != device:
-        raise ValueError(f"{name} must be on {device}, got {value.device}")
-    _check_finite(value, name)
-    if bool((value < 0).any()):
-        raise ValueError(f"{name} must be non-negative")
-    return value.to(dtype)
-
-
 def _prepare(*tensors, dtype):
     return [t.to(dtype).contiguous() for t in tensors]
+
+
+def _answer(result, *inputs):
+    """numpy in → numpy out: ``result`` as numpy unless one of ``inputs`` was a torch tensor."""
+    if any(isinstance(value, torch.Tensor) for value in inputs):
+        return result
+    if isinstance(result, tuple):
+        return tuple(r.detach().cpu().numpy() for r in result)
+    return result.detach().cpu().numpy()[()]  # a 0-dim result becomes a numpy scalar (np.float64)
+
+
+def kernel_matmul_unchecked(x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, sigmas: list[float],
+                            kernel: str = "gaussian", backend: str = "auto") -> torch.Tensor:
+    r""":math:`K(x, y)\,v` below the validation, for solvers that validated their inputs once (KMM's iterations,
+    ``mmd_test``'s permutation batches): no conversion, no copy of float64 input, no finiteness check.
+
+    ``x`` (n, d), ``y`` (m, d), ``v`` (m, k): torch tensors of one dtype (float32 or float64) on one device;
+    ``sigmas`` a list of at most ``MAX_BANDWIDTHS`` positive floats; ``kernel`` a name of ``KERNELS``.
+    Returns (n, k) in the input dtype. Differentiable like :func:`kernel_matmul`.
+    """
+    name, _ = _dispatch.choose(backend, x.device)
+    return _dispatch.kernel_matmul(x.contiguous(), y.contiguous(), v.contiguous(), sigmas, KERNELS[kernel], name)
 
 
 # ---------------------------------------------------------------- public ops
@@ -120,12 +65,13 @@ def nearest(x, y, backend: str = "auto"):
     (the index is discrete; recompute ``(x - y[index]).norm(dim=1)`` for a gradient).
     Used in lesson 05 (distance-based instance weights) and lesson 04.
     """
-    x, y = _pair(x, y)
+    inputs = (x, y)
+    x, y = check.check_point_pair(x, y)
     compute, out = _compute_dtype(x, y)
     name, _ = _dispatch.choose(backend, x.device)
     xs, ys = _prepare(x.detach(), y.detach(), dtype=compute)
     dist, index = _dispatch.nearest(xs, ys, name)
-    return dist.to(out), index
+    return _answer((dist.to(out), index), *inputs)
 
 
 def kernel_matmul(x, y, v, sigma, kernel: str = "gaussian", backend: str = "auto"):
@@ -142,7 +88,8 @@ def kernel_matmul(x, y, v, sigma, kernel: str = "gaussian", backend: str = "auto
     Differentiable in ``x``, ``y`` and ``v`` through fused backward kernels.
     The primitive behind matrix-free KMM and batched permutation tests (lessons 04, 05).
     """
-    x, y = _pair(x, y)
+    inputs = (x, y, v)
+    x, y = check.check_point_pair(x, y)
     if isinstance(v, np.ndarray):
         v = torch.from_numpy(np.ascontiguousarray(v))
     if not isinstance(v, torch.Tensor):
@@ -155,13 +102,14 @@ def kernel_matmul(x, y, v, sigma, kernel: str = "gaussian", backend: str = "auto
         raise ValueError(f"v must be on {x.device}, got {v2.device}")
     if not v2.is_floating_point():
         v2 = v2.to(torch.get_default_dtype())
-    _check_finite(v2, "v")
-    sigmas, kid = _sigmas(sigma), _kernel_id(kernel)
+    check.check_finite(v2, "v")
+    sigmas = check.check_bandwidths(sigma, max_count=MAX_BANDWIDTHS)
+    kid = KERNELS[check.check_choice(kernel, "kernel", KERNELS)]
     compute, out = _compute_dtype(x, y, v2)
     name, _ = _dispatch.choose(backend, x.device)
     xs, ys, vs = _prepare(x, y, v2, dtype=compute)
     result = _dispatch.kernel_matmul(xs, ys, vs, sigmas, kid, name).to(out)
-    return result[:, 0] if squeeze else result
+    return _answer(result[:, 0] if squeeze else result, *inputs)
 
 
 def kernel_sum(x, y, sigma, kernel: str = "gaussian", weights=None, backend: str = "auto"):
@@ -175,12 +123,13 @@ def kernel_sum(x, y, sigma, kernel: str = "gaussian", weights=None, backend: str
     Shapes: ``x`` (n, d), ``y`` (m, d), ``weights`` (m,) → (n,). Differentiable in ``x``, ``y``, ``weights``.
     Used in lesson 05 (kernel-density instance weights).
     """
-    x, y = _pair(x, y)
+    inputs = (x, y, weights)
+    x, y = check.check_point_pair(x, y)
     if weights is None:
         weights = torch.ones(y.shape[0], dtype=y.dtype, device=y.device)
     else:
-        weights = _vector(weights, y.shape[0], "weights", y.device, y.dtype)
-    return kernel_matmul(x, y, weights, sigma, kernel, backend)
+        weights = check.check_point_weights(weights, y.shape[0], "weights", y.device, y.dtype)
+    return _answer(kernel_matmul(x, y, weights, sigma, kernel, backend), *inputs)
 
 
 def median_bandwidth(x, y=None, max_points: int = 2000, seed: int = 0) -> float:
@@ -192,9 +141,9 @@ def median_bandwidth(x, y=None, max_points: int = 2000, seed: int = 0) -> float:
     (deterministic). Returns a Python float; if every pair coincides it returns 1.0.
     Shapes: ``x`` (n, d), ``y`` (m, d) or None. Used in lessons 04 and 10.
     """
-    z = _as_points(x, "x") if y is None else torch.cat(_pair(x, y))
-    if max_points < 2:
-        raise ValueError(f"max_points must be at least 2, got {max_points}")
+    z = check.check_points(x, "x") if y is None else torch.cat(check.check_point_pair(x, y))
+    max_points = check.check_positive_int(max_points, "max_points", minimum=2)
+    seed = check.check_positive_int(seed, "seed", minimum=0)
     if z.shape[0] < 2:
         raise ValueError("median_bandwidth needs at least 2 points in total")
     z = z.detach()
@@ -228,26 +177,26 @@ def mmd2(x, y, sigma=None, kernel: str = "gaussian", estimator: str = "biased",
     when P = Q; the linear one costs O(n) and has higher variance. ``sigma=None`` uses
     :func:`median_bandwidth`; a sequence of bandwidths averages the kernels (multi-kernel MMD, as in DAN).
 
-    Shapes: ``x`` (n, d), ``y`` (m, d), n ≠ m allowed → a 0-dim tensor. Differentiable in ``x``, ``y`` and the
+    Shapes: ``x`` (n, d), ``y`` (m, d), n ≠ m allowed → a 0-dim tensor (``np.float64`` for numpy input). Differentiable in ``x``, ``y`` and the
     weights, with the backward computed inside the fused forward pass (no n×m temporaries).
     Used in lessons 04 (measuring shift) and 10 (DAN).
     """
-    x, y = _pair(x, y)
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
-    kid = _kernel_id(kernel)
+    inputs = (x, y, weights_x, weights_y)
+    x, y = check.check_point_pair(x, y)
+    check.check_choice(estimator, "estimator", ESTIMATORS)
+    kid = KERNELS[check.check_choice(kernel, "kernel", KERNELS)]
     n, m = x.shape[0], y.shape[0]
     if estimator != "biased":
         if weights_x is not None or weights_y is not None:
             raise ValueError(f"weights_x / weights_y are supported by the biased estimator only, not {estimator!r}")
         if n < 2 or m < 2:
             raise ValueError(f"the {estimator} estimator needs at least 2 points per sample, got n={n}, m={m}")
-    sigmas = _sigmas(median_bandwidth(x, y) if sigma is None else sigma)
+    sigmas = check.check_bandwidths(median_bandwidth(x, y) if sigma is None else sigma, max_count=MAX_BANDWIDTHS)
     compute, out = _compute_dtype(x, y)
     name, _ = _dispatch.choose(backend, x.device)
     xs, ys = _prepare(x, y, dtype=compute)
     if estimator == "linear":  # O(n) pairs: plain torch on any backend
-        return _mmd2_linear(xs, ys, sigmas, kid).to(out)
+        return _answer(_mmd2_linear(xs, ys, sigmas, kid).to(out), *inputs)
     if estimator == "biased":
         wx = _normalised(weights_x, n, "weights_x", x.device, compute)
         wy = _normalised(weights_y, m, "weights_y", x.device, compute)
@@ -256,16 +205,16 @@ def mmd2(x, y, sigma=None, kernel: str = "gaussian", estimator: str = "biased",
         wx, wy = torch.ones(n, dtype=compute, device=x.device), torch.ones(m, dtype=compute, device=x.device)
         coef = (1.0 / (n * (n - 1)), 1.0 / (m * (m - 1)), -2.0 / (n * m))
         const = -(n * coef[0] + m * coef[1])  # k(z, z) = 1 on the diagonals, removed analytically
-    return _dispatch.mmd2_value(xs, ys, wx, wy, list(coef), const, sigmas, kid, name).to(out)
+    return _answer(_dispatch.mmd2_value(xs, ys, wx, wy, list(coef), const, sigmas, kid, name).to(out), *inputs)
 
 
 def _normalised(weights, length, name, device, dtype):
     if weights is None:
         return torch.full((length,), 1.0 / length, dtype=dtype, device=device)
-    w = _vector(weights, length, name, device, dtype)
+    w = check.check_point_weights(weights, length, name, device, dtype)
     total = w.sum()
-    if not bool(total > 0):
-        raise ValueError(f"{name} must have a positive sum")
+    if not torch.compiler.is_compiling() and not bool(total > 0):
+        raise ValueError(f"{name} must have a positive sum, got {float(total)}")
     return (w / total).contiguous()
 
 

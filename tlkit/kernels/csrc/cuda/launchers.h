@@ -1,5 +1,5 @@
 // Launchers of tlkit's fused CUDA pairwise kernels: plain C++ taking raw device pointers, sizes and a stream.
-// Shared by the torch glue (tlkit_cuda.cpp) and the kernels (tlkit_cuda_kernels.cu, which includes no torch header).
+// Shared by the torch glue (ops_cuda.cpp) and the kernels (pairwise_kernels.cu, which includes no torch header).
 //
 // Every launcher needs a caller-allocated device workspace of `workspace_bytes(...)` bytes (aligned to 256 bytes,
 // as the torch caching allocator returns it) for the per-split partial results, which are reduced in a fixed
@@ -11,17 +11,19 @@
 
 #include <cuda_runtime_api.h>
 
+#include "../kernel_spec.h"
+
 namespace tlkit_cuda {
 
-constexpr int kMaxSigmas = 16;
-
-enum KernelKind : int { kGaussian = 0, kLaplacian = 1 };
+using ::tlkit::kGaussian;
+using ::tlkit::kLaplacian;
+using ::tlkit::kMaxBandwidths;
 
 // A mean of S kernels sharing one distance: gaussian exp(-r^2 / (2 sigma_s^2)), laplacian exp(-r / sigma_s).
 struct KernelSpec {
   int kind = kGaussian;
   int num_sigmas = 0;
-  double sigmas[kMaxSigmas] = {};
+  double sigmas[kMaxBandwidths] = {};
 };
 
 enum class Op : int { kNearest, kKernelMatmul, kKernelPairGrad, kMMD2Terms };

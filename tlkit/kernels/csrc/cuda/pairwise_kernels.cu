@@ -13,7 +13,7 @@
 // fill the GPU; each split writes its own partial results, and a second kernel adds them in split order. No
 // atomics anywhere: results are bit-identical run to run. Column-side gradients (MMD's gy) are a second pass with
 // the roles of x and y swapped.
-#include "tlkit_cuda.h"
+#include "launchers.h"
 
 #include <algorithm>
 #include <cmath>
@@ -47,8 +47,8 @@ struct KernelCoeffs {
   int kind;
   int num_sigmas;
   T inv_count;
-  T exp2_scale[kMaxSigmas];
-  T phi_scale[kMaxSigmas];
+  T exp2_scale[kMaxBandwidths];
+  T phi_scale[kMaxBandwidths];
 };
 
 template <typename T>
@@ -79,7 +79,7 @@ __device__ __forceinline__ void kernel_value(const KernelCoeffs<T>& c, T d2, T& 
   const T arg = gaussian ? r2 : sqrt_of(r2);
   T k_sum = 0, phi_sum = 0;
 #pragma unroll
-  for (int s = 0; s < kMaxSigmas; ++s) {
+  for (int s = 0; s < kMaxBandwidths; ++s) {
     if (s < c.num_sigmas) {
       const T e = exp2_of(arg * c.exp2_scale[s]);
       k_sum += e;

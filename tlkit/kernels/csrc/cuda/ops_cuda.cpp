@@ -1,5 +1,5 @@
-// CUDA implementations of the tlkit ops (declared in tlkit_cpu.cpp): input checks, allocation, device guard and
-// stream, then the plain launchers of tlkit_cuda_kernels.cu.
+// CUDA implementations of the tlkit ops (declared in ../ops.cpp): input checks, allocation, device guard and
+// stream, then the plain launchers of pairwise_kernels.cu.
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAFunctions.h>
@@ -10,7 +10,7 @@
 #include <cmath>
 #include <tuple>
 
-#include "tlkit_cuda.h"
+#include "launchers.h"
 
 namespace {
 
@@ -34,10 +34,10 @@ void check_points(const at::Tensor& x, const char* name) {
 }
 
 KernelSpec make_spec(at::ArrayRef<double> sigmas, int64_t kernel) {
-  TORCH_CHECK(kernel == tlkit_cuda::kGaussian || kernel == tlkit_cuda::kLaplacian,
+  TORCH_CHECK(kernel == tlkit::kGaussian || kernel == tlkit::kLaplacian,
               "tlkit cuda: kernel must be 0 (gaussian) or 1 (laplacian), got ", kernel);
-  TORCH_CHECK(!sigmas.empty() && sigmas.size() <= size_t(tlkit_cuda::kMaxSigmas), "tlkit cuda: between 1 and ",
-              tlkit_cuda::kMaxSigmas, " bandwidths are supported, got ", sigmas.size());
+  TORCH_CHECK(!sigmas.empty() && sigmas.size() <= size_t(tlkit::kMaxBandwidths), "tlkit cuda: between 1 and ",
+              tlkit::kMaxBandwidths, " bandwidths are supported, got ", sigmas.size());
   KernelSpec spec;
   spec.kind = int(kernel);
   spec.num_sigmas = int(sigmas.size());

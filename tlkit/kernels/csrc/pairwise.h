@@ -1,0 +1,411 @@
+// Building blocks of the fused pairwise-kernel reductions on the CPU (OpenMP threads + SIMD loops), shared by
+// nearest.cpp, kernel_matmul.cpp and mmd2.cpp; ops.cpp declares the op schemas.
+//
+// Every op streams the pairs (x_i, y_j) in tiles and reduces them on the fly: the n x m kernel matrix is never
+// stored, forward or backward.  Two ways to get squared distances r^2 = ||a - b||^2 for a tile:
+//   * direct form (small d): r^2 = sum_c (a_c - b_c)^2, vectorised over j with the b cloud stored transposed,
+//     fused with the exp and the reduction in one SIMD loop (r^2 never leaves a register);
+//   * GEMM form (large d): r^2 = ||a||^2 + ||b||^2 - 2 a.b with the a.b tile from BLAS (at::mm) on clouds
+//     centred on their common mean, clamped at 0, exactly 0 on the diagonal of symmetric tiles.
+// Kernels (id 0 gaussian, 1 laplacian) average S bandwidths from one distance:
+//   k(r) = (1/S) sum_s exp(-r^2 / (2 sigma_s^2))   or   (1/S) sum_s exp(-r / sigma_s),
+// and phi = -(1/r) dk/dr, so that dk(a, b)/da = -phi (a - b):
+//   gaussian phi = (1/S) sum_s k_s / sigma_s^2,   laplacian phi = (1/S) sum_s k_s / (sigma_s r)  (0 at r = 0).
+// Precision: fp64 inputs compute in fp64; fp32 inputs evaluate pairs in fp32, sum runs of at most one tile
+// (<= 512 terms) in fp32 and combine the runs in fp64.  Work is split by static OpenMP schedules and per-thread
+// buffers are reduced in thread order, so outputs are bit-identical run to run.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <tuple>
+#include <vector>
+
+#include "kernel_spec.h"
+
+namespace tlkit::cpu {
+
+
+using at::Tensor;
+
+#define TLKIT_INLINE inline __attribute__((always_inline))
+
+// Tile edge (points) for the direct and the GEMM distance forms.
+constexpr int64_t kTileDirect = 512;
+constexpr int64_t kTileGemm = 512;
+// Use the GEMM distance form from this dimension on (measured crossover on AVX-512, 2 threads).
+constexpr int64_t kGemmMinDim = 24;
+// Above this many columns of v (kernel_matmul) or of A, B (kernel_pair_grad), contract the tile with BLAS.
+constexpr int64_t kGemmMinColumns = 8;
+// GEMM-form distances below this many ulps of ||a||^2 + ||b||^2 are recomputed directly.
+constexpr int kRefineRatio = 4096;
+// Problems below this many pair-dimension operations run on one thread: waking a team costs more than it saves,
+// and far more when the cores are shared (a class on one server, a DataLoader's workers).
+constexpr int64_t kSerialWork = int64_t(1) << 19;
+
+inline int threads_for(int64_t work) { return work < kSerialWork ? 1 : at::get_num_threads(); }
+
+// ---------------------------------------------------------------------------------------------------------------
+// 2^x for x <= 0, vectorisable (GCC turns it into SIMD code inside `omp simd` loops).  x = n + f with n the nearest
+// integer, found by the 1.5 * 2^(mantissa bits) shift (exact without -ffast-math), and |f| <= 1/2; 2^f by its Taylor
+// polynomial (truncation < 5.2e-9 in fp32, < 4.2e-18 in fp64); 2^n built in the exponent bits.  Arguments at or
+// below the smallest normal exponent give exactly 0.
+TLKIT_INLINE float exp2_nonpositive(float x) {
+  constexpr float shift = 12582912.0f;  // 1.5 * 2^23
+  x = x > -127.0f ? x : -127.0f;
+  const float shifted = x + shift;
+  const float f = x - (shifted - shift);
+  float p = 1.525273380405984028e-5f;
+  p = p * f + 1.5403530393381609954e-4f;
+  p = p * f + 1.3333558146428443423e-3f;
+  p = p * f + 9.618129107628477162e-3f;
+  p = p * f + 5.5504108664821579953e-2f;
+  p = p * f + 2.4022650695910071233e-1f;
+  p = p * f + 6.9314718055994530942e-1f;
+  p = p * f + 1.0f;
+  const int32_t n = std::bit_cast<int32_t>(shifted) - 0x4B400000;
+  return p * std::bit_cast<float>((n + 127) << 23);  // n = -127 gives +0.0
+}
+
+TLKIT_INLINE double exp2_nonpositive(double x) {
+  constexpr double shift = 6755399441055744.0;  // 1.5 * 2^52
+  x = x > -1023.0 ? x : -1023.0;
+  const double shifted = x + shift;
+  const double f = x - (shifted - shift);
+  double p = 1.3691488853904128881e-12;
+  p = p * f + 2.5678435993488205142e-11;
+  p = p * f + 4.4455382718708114976e-10;
+  p = p * f + 7.0549116208011233299e-9;
+  p = p * f + 1.0178086009239699727e-7;
+  p = p * f + 1.3215486790144309488e-6;
+  p = p * f + 1.525273380405984028e-5;
+  p = p * f + 1.5403530393381609954e-4;
+  p = p * f + 1.3333558146428443423e-3;
+  p = p * f + 9.618129107628477162e-3;
+  p = p * f + 5.5504108664821579953e-2;
+  p = p * f + 2.4022650695910071233e-1;
+  p = p * f + 6.9314718055994530942e-1;
+  p = p * f + 1.0;
+  const int64_t n = std::bit_cast<int64_t>(shifted) - 0x4338000000000000LL;
+  return p * std::bit_cast<double>((n + 1023) << 52);  // n = -1023 gives +0.0
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Kernel constants: k_s = 2^(rate_s * t) with t = r^2 (gaussian) or r (laplacian).
+template <typename T>
+struct KernelParams {
+  int count = 0;
+  T rate[kMaxBandwidths];         // -log2(e) / (2 sigma^2)  or  -log2(e) / sigma
+  T phi_weight[kMaxBandwidths];   // 1 / sigma^2             or  1 / sigma
+  T inv_count = 1;
+};
+
+template <typename T>
+KernelParams<T> make_kernel_params(at::ArrayRef<double> sigmas, int64_t kernel) {
+  TORCH_CHECK(kernel == kGaussian || kernel == kLaplacian, "tlkit: kernel must be 0 (gaussian) or 1 (laplacian), got ", kernel);
+  TORCH_CHECK(!sigmas.empty() && sigmas.size() <= static_cast<size_t>(kMaxBandwidths),
+              "tlkit: expected 1 to ", kMaxBandwidths, " bandwidths, got ", sigmas.size());
+  KernelParams<T> kp;
+  kp.count = static_cast<int>(sigmas.size());
+  kp.inv_count = static_cast<T>(1.0 / static_cast<double>(sigmas.size()));
+  const double log2e = 1.4426950408889634074;
+  for (int s = 0; s < kp.count; ++s) {
+    const double sigma = sigmas[s];
+    TORCH_CHECK(std::isfinite(sigma) && sigma > 0, "tlkit: bandwidths must be positive and finite, got ", sigma);
+    kp.rate[s] = static_cast<T>(kernel == 0 ? -log2e / (2.0 * sigma * sigma) : -log2e / sigma);
+    kp.phi_weight[s] = static_cast<T>(kernel == 0 ? 1.0 / (sigma * sigma) : 1.0 / sigma);
+  }
+  return kp;
+}
+
+// One tile row: kv[j] = k(r_j) and, if PHI, ph[j] = phi(r_j), from r2_at(j) = r_j^2.  Each bandwidth is one simple
+// SIMD loop over j (GCC does not vectorise a j loop that holds a runtime-length bandwidth loop); t holds r^2 or r.
+template <typename T, int KIND, bool PHI, typename R2>
+TLKIT_INLINE void eval_row(const KernelParams<T>& kp, int64_t nj, R2 r2_at, T* t, T* kv,
+                           T* ph) {
+  const T rate0 = kp.rate[0], weight0 = kp.phi_weight[0];
+#pragma omp simd
+  for (int64_t j = 0; j < nj; ++j) {
+    const T r2 = r2_at(j);
+    const T tj = KIND == 0 ? r2 : std::sqrt(r2);
+    const T e = exp2_nonpositive(rate0 * tj);
+    t[j] = tj;
+    kv[j] = e;
+    if (PHI) ph[j] = weight0 * e;
+  }
+  for (int s = 1; s < kp.count; ++s) {
+    const T rate = kp.rate[s], weight = kp.phi_weight[s];
+#pragma omp simd
+    for (int64_t j = 0; j < nj; ++j) {
+      const T e = exp2_nonpositive(rate * t[j]);
+      kv[j] += e;
+      if (PHI) ph[j] += weight * e;
+    }
+  }
+  const T inv_count = kp.inv_count;
+  if (kp.count > 1) {
+#pragma omp simd
+    for (int64_t j = 0; j < nj; ++j) kv[j] *= inv_count;
+  }
+  if (PHI && (kp.count > 1 || KIND == 1)) {
+#pragma omp simd
+    for (int64_t j = 0; j < nj; ++j) {
+      const T scale = KIND == 0 ? inv_count : (t[j] > T(0) ? inv_count / t[j] : T(0));
+      ph[j] *= scale;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+template <typename T>
+T* scratch(std::vector<Tensor>& keep, int64_t count) {
+  const auto options = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
+  keep.push_back(at::empty({std::max<int64_t>(count, 1)}, options));
+  return keep.back().data_ptr<T>();
+}
+
+template <typename T>
+Tensor matrix_view(const T* data, int64_t rows, int64_t cols) {
+  return at::from_blob(const_cast<T*>(data), {rows, cols},
+                       at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
+}
+
+// out (rows x cols, contiguous) = a @ b, single-threaded BLAS when called inside a parallel region.
+template <typename T>
+void matmul_into(T* out, const Tensor& a, const Tensor& b) {
+  Tensor out_view = matrix_view(out, a.size(0), b.size(1));
+  at::mm_out(out_view, a, b);
+}
+
+inline std::vector<double> common_mean(const Tensor& a, const Tensor& b) {
+  const int64_t d = a.size(1);
+  std::vector<double> mean(d, 0.0);
+  for (const Tensor* cloud : {&a, &b}) {
+    AT_DISPATCH_FLOATING_TYPES(cloud->scalar_type(), "tlkit_mean", [&] {
+      const scalar_t* p = cloud->data_ptr<scalar_t>();
+      for (int64_t i = 0; i < cloud->size(0); ++i)
+        for (int64_t c = 0; c < d; ++c) mean[c] += static_cast<double>(p[i * d + c]);
+    });
+  }
+  for (double& v : mean) v /= static_cast<double>(a.size(0) + b.size(0));
+  return mean;
+}
+
+// A point cloud laid out for one distance form.
+template <typename T>
+struct Cloud {
+  std::vector<Tensor> storage;
+  const T* rows = nullptr;    // (n, d) original rows (direct form) or centred rows (GEMM form)
+  const T* cols = nullptr;    // (d, n) transposed rows, direct form
+  const T* sqnorm = nullptr;  // (n,) squared norms of the centred rows, GEMM form
+  int64_t n = 0, d = 0;
+};
+
+template <typename T>
+Cloud<T> make_cloud(const Tensor& x, bool gemm_form, const std::vector<double>& centre, int threads) {
+  Cloud<T> cloud;
+  cloud.n = x.size(0);
+  cloud.d = x.size(1);
+  const int64_t n = cloud.n, d = cloud.d;
+  const T* src = x.data_ptr<T>();
+  if (gemm_form) {
+    T* rows = scratch<T>(cloud.storage, n * d);
+    T* sqnorm = scratch<T>(cloud.storage, n);
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t i = 0; i < n; ++i) {
+      double norm = 0;
+      for (int64_t c = 0; c < d; ++c) {
+        const T centred = static_cast<T>(static_cast<double>(src[i * d + c]) - centre[c]);
+        rows[i * d + c] = centred;
+        norm += static_cast<double>(centred) * centred;
+      }
+      sqnorm[i] = static_cast<T>(norm);
+    }
+    cloud.rows = rows;
+    cloud.sqnorm = sqnorm;
+  } else {
+    T* cols = scratch<T>(cloud.storage, n * d);
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t c = 0; c < d; ++c)
+      for (int64_t i = 0; i < n; ++i) cols[c * n + i] = src[i * d + c];
+    cloud.rows = src;
+    cloud.cols = cols;
+  }
+  return cloud;
+}
+
+// Squared distances of one tile: rows [i0, i0 + ni) of P against columns [j0, j0 + nj) of Q.
+template <typename T, bool GEMM>
+struct DistanceTile {
+  const Cloud<T>* P = nullptr;
+  const Cloud<T>* Q = nullptr;
+  T* dots = nullptr;   // (ni, nj) P_I Q_J^T, GEMM form; row() turns rows into squared distances
+  T* r2row = nullptr;  // (nj,) squared distances of the current row, direct form
+  int64_t i0 = 0, ni = 0, j0 = 0, nj = 0;
+  bool diagonal = false;  // P == Q and I == J: r^2 is exactly 0 for j == i
+
+  // Tiles of up to rows x cols pairs of p and q; the scratch is owned by `keep` (one per thread).
+  DistanceTile(const Cloud<T>& p, const Cloud<T>& q, int64_t rows, int64_t cols, std::vector<Tensor>& keep)
+      : P(&p), Q(&q) {
+    if (GEMM) dots = scratch<T>(keep, rows * cols);
+    if (!GEMM) r2row = scratch<T>(keep, cols);
+  }
+
+  void begin(int64_t row0, int64_t rows, int64_t col0, int64_t cols, bool diag) {
+    i0 = row0, ni = rows, j0 = col0, nj = cols, diagonal = diag;
+    if (GEMM) {
+      const int64_t d = P->d;
+      matmul_into(dots, matrix_view(P->rows + i0 * d, ni, d), matrix_view(Q->rows + j0 * d, nj, d).t());
+    }
+  }
+
+  // Row ii of the tile: its squared distances and, for the direct form, the coordinates behind them.
+  struct Row {
+    const T* p;       // direct: point's coordinates
+    const T* qcols;   // direct: Q's transposed coordinates, offset to j0
+    int64_t ldq;
+    const T* r2;      // the row's squared distances
+  };
+
+  // Direct form: r^2 accumulated one coordinate per SIMD pass over j (GCC does not vectorise a j loop holding the
+  // coordinate loop).  GEMM form: turns dot row ii into squared distances in place; pairs closer than the form can
+  // resolve (r^2 < kRefineRatio eps (||p||^2 + ||q||^2), where BLAS rounding would dominate) are recomputed directly,
+  // so duplicate points get exactly 0 and the laplacian's sqrt never amplifies cancellation noise.
+  TLKIT_INLINE Row row(int64_t ii) {
+    Row r{};
+    if (GEMM) {
+      T* g = dots + ii * nj;
+      const T pn = P->sqnorm[i0 + ii];
+      const T* qn = Q->sqnorm + j0;
+      const T tau = kRefineRatio * std::numeric_limits<T>::epsilon();
+      T margin = std::numeric_limits<T>::infinity();
+#pragma omp simd reduction(min : margin)
+      for (int64_t j = 0; j < nj; ++j) {
+        const T raw = pn + qn[j] - T(2) * g[j];
+        const T v = raw > T(0) ? raw : T(0);
+        g[j] = v;
+        const T gap = v - tau * (pn + qn[j]);
+        margin = gap < margin ? gap : margin;
+      }
+      if (diagonal) g[ii] = 0;
+      if (margin < 0) {
+        const int64_t d = P->d;
+        const T* p = P->rows + (i0 + ii) * d;
+        for (int64_t j = 0; j < nj; ++j) {
+          if (g[j] >= tau * (pn + qn[j])) continue;
+          const T* q = Q->rows + (j0 + j) * d;
+          double exact = 0;
+          for (int64_t c = 0; c < d; ++c) {
+            const double diff = static_cast<double>(p[c]) - static_cast<double>(q[c]);
+            exact += diff * diff;
+          }
+          g[j] = static_cast<T>(exact);
+        }
+      }
+      r.r2 = g;
+    } else {
+      const int64_t d = P->d, ldq = Q->n;
+      r.p = P->rows + (i0 + ii) * d;
+      r.qcols = Q->cols + j0;
+      r.ldq = ldq;
+      const T p0 = r.p[0];
+      const T* q0 = r.qcols;
+#pragma omp simd
+      for (int64_t j = 0; j < nj; ++j) {
+        const T diff = p0 - q0[j];
+        r2row[j] = diff * diff;
+      }
+      for (int64_t c = 1; c < d; ++c) {
+        const T pc = r.p[c];
+        const T* qc = r.qcols + c * ldq;
+#pragma omp simd
+        for (int64_t j = 0; j < nj; ++j) {
+          const T diff = pc - qc[j];
+          r2row[j] += diff * diff;
+        }
+      }
+      r.r2 = r2row;
+    }
+    return r;
+  }
+
+  static TLKIT_INLINE T r2_at(const Row& r, int64_t j) { return r.r2[j]; }
+};
+
+// ---------------------------------------------------------------------------------------------------------------
+// The row-wise ops (nearest, kernel_matmul, kernel_pair_grad) hand the rows of x to the threads in blocks of
+// `size` rows (about four blocks a thread, 16 to one tile of rows) and stream y past each block in tiles.
+struct RowBlocks {
+  int64_t tile, size, count;
+};
+
+template <bool GEMM>
+RowBlocks row_blocks(int64_t n, int threads) {
+  const int64_t tile = GEMM ? kTileGemm : kTileDirect;
+  const int64_t size = std::max<int64_t>(16, std::min<int64_t>(tile, (n + 4 * threads - 1) / (4 * threads)));
+  return {tile, size, (n + size - 1) / size};
+}
+
+// The (k, m) transpose of an (m, k) matrix, for contractions vectorised over m; `keep` owns the copy.
+template <typename T>
+const T* transposed(const Tensor& matrix, Tensor& keep) {
+  keep = matrix.t().contiguous();
+  return keep.data_ptr<T>();
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+inline void check_cloud(const Tensor& t, const char* name, int64_t d, at::ScalarType dtype) {
+  TORCH_CHECK(t.dim() == 2, "tlkit: ", name, " must be 2-D, got ", t.dim(), "-D");
+  TORCH_CHECK(t.device().is_cpu(), "tlkit: ", name, " must be on the CPU");
+  TORCH_CHECK(t.scalar_type() == dtype, "tlkit: ", name, " must have dtype ", dtype, ", got ", t.scalar_type());
+  TORCH_CHECK(t.size(0) >= 1 && (d < 0 || t.size(1) == d), "tlkit: ", name, " has shape ", t.sizes(),
+              ", expected (>=1, ", d, ")");
+  TORCH_CHECK(t.is_contiguous(), "tlkit: ", name, " must be contiguous");
+}
+
+inline void check_pair(const Tensor& x, const Tensor& y) {
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
+              "tlkit: expected float32 or float64 points, got ", x.scalar_type());
+  check_cloud(x, "x", -1, x.scalar_type());
+  TORCH_CHECK(x.size(1) >= 1, "tlkit: points need at least one coordinate");
+  check_cloud(y, "y", x.size(1), x.scalar_type());
+}
+
+inline bool use_gemm_form(int64_t d) { return d >= kGemmMinDim; }
+
+// Instantiates body<T, KIND, GEMM> for the input's dtype, the kernel id and the distance form.
+#define TLKIT_DISPATCH(dtype, kernel, gemm, ...)                                                   \
+  [&] {                                                                                            \
+    if ((dtype) == at::kFloat) {                                                                   \
+      using T = float;                                                                             \
+      TLKIT_DISPATCH_KERNEL(kernel, gemm, __VA_ARGS__)                                             \
+    } else {                                                                                       \
+      using T = double;                                                                            \
+      TLKIT_DISPATCH_KERNEL(kernel, gemm, __VA_ARGS__)                                             \
+    }                                                                                              \
+  }()
+#define TLKIT_DISPATCH_KERNEL(kernel, gemm, ...)                                                   \
+  if ((kernel) == 0) {                                                                             \
+    constexpr int KIND = 0;                                                                        \
+    TLKIT_DISPATCH_FORM(gemm, __VA_ARGS__)                                                         \
+  } else {                                                                                         \
+    constexpr int KIND = 1;                                                                        \
+    TLKIT_DISPATCH_FORM(gemm, __VA_ARGS__)                                                         \
+  }
+#define TLKIT_DISPATCH_FORM(gemm, ...)                                                             \
+  if (gemm) {                                                                                      \
+    constexpr bool GEMM = true;                                                                    \
+    return __VA_ARGS__();                                                                          \
+  } else {                                                                                         \
+    constexpr bool GEMM = false;                                                                   \
+    return __VA_ARGS__();                                                                          \
+  }
+
+}  // namespace tlkit::cpu
