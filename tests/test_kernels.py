@@ -358,3 +358,28 @@ def test_unchecked_entry_point_keeps_float64_and_matches_the_checked_op(backend)
     out = tl.kernels.ops.kernel_matmul_unchecked(x, y, v, [1.0, 2.0], "laplacian", backend)
     assert out.dtype == torch.float64
     torch.testing.assert_close(out, tl.kernel_matmul(x, y, v, [1.0, 2.0], "laplacian", backend=backend))
+
+
+def test_deep_losses_and_embedding_mmd_take_backend(monkeypatch):
+    from tlkit.feature import MKMMDLoss, MMDLoss
+    from tlkit.relational import embedding_mmd
+
+    x, y = clouds(30, 20, 5)
+    for backend in BACKENDS:
+        assert MMDLoss(sigma=1.0, backend=backend)(x, y) == pytest.approx(float(tl.mmd2(x, y, 1.0)), rel=1e-9)
+        assert MKMMDLoss(sigma=1.0, backend=backend)(x, y) == pytest.approx(
+            float(MKMMDLoss(sigma=1.0, backend="torch")(x, y)), rel=1e-9)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        MMDLoss(backend="gpu")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        MKMMDLoss(backend="gpu")
+    assert MKMMDLoss(num_kernels=np.int64(3), multiplier=np.float32(2.0)).num_kernels == 3
+
+    import tlkit.text
+
+    monkeypatch.setattr(tlkit.text, "encode", lambda texts: x[: len(texts)] if texts[0] == "s" else y[: len(texts)])
+    for backend in BACKENDS:
+        value = embedding_mmd(["s"] * 10, ["t"] * 12, sigma=1.0, backend=backend)
+        assert value == pytest.approx(float(tl.mmd2(x[:10], y[:12], 1.0, estimator="unbiased")), rel=1e-9)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        embedding_mmd(["s"] * 10, ["t"] * 12, backend="gpu")

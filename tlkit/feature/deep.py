@@ -8,8 +8,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .._validation import check_2d, check_positive, check_same_dim, to_tensor
+from .._validation import (check_2d, check_bandwidths, check_choice, check_in_range, check_positive, check_same_dim,
+                           to_tensor)
 from ..kernels import median_bandwidth, mmd2
+from ..kernels._dispatch import BACKENDS
+from ..kernels.ops import ESTIMATORS, KERNELS, MAX_BANDWIDTHS
 
 from ..data._files import DATA_DIR
 
@@ -223,25 +226,28 @@ class MMDLoss(nn.Module):
       - \frac{2}{nm}\sum_{i,j} k(s_i, t_j), \qquad k(a, b) = e^{-\|a-b\|^2 / (2\sigma^2)}$$
 
     Computed by the fused kernel ``tl.mmd2`` (the n×m matrix is never formed, forward or backward).
-    ``sigma=None`` takes the median heuristic on each batch (held constant for the gradient).
+    ``sigma=None`` takes the median heuristic on each batch (held constant for the gradient; it reads data, so
+    give ``sigma`` for a graph-break-free ``torch.compile``). ``backend`` as in ``tl.mmd2``.
     Shapes: ``source`` (n, d), ``target`` (m, d), n ≠ m allowed → 0-dim tensor. Used in lesson 10.
     """
 
     def __init__(self, sigma: float | Sequence[float] | None = None, kernel: str = "gaussian",
-                 estimator: str = "biased"):
+                 estimator: str = "biased", backend: str = "auto"):
         super().__init__()
-        if kernel not in ("gaussian", "laplacian"):
-            raise ValueError(f"kernel must be 'gaussian' or 'laplacian', got {kernel!r}")
-        if estimator not in ("biased", "unbiased", "linear"):
-            raise ValueError(f"estimator must be 'biased', 'unbiased' or 'linear', got {estimator!r}")
-        self.sigma, self.kernel, self.estimator = sigma, kernel, estimator
+        check_choice(kernel, "kernel", KERNELS)
+        check_choice(estimator, "estimator", ESTIMATORS)
+        check_choice(backend, "backend", BACKENDS)
+        if sigma is not None:
+            check_bandwidths(sigma, max_count=MAX_BANDWIDTHS)
+        self.sigma, self.kernel, self.estimator, self.backend = sigma, kernel, estimator, backend
 
     def forward(self, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         source, target = _features(source, target)
-        return mmd2(source, target, sigma=self.sigma, kernel=self.kernel, estimator=self.estimator)
+        return mmd2(source, target, sigma=self.sigma, kernel=self.kernel, estimator=self.estimator,
+                    backend=self.backend)
 
     def extra_repr(self) -> str:
-        return f"sigma={self.sigma}, kernel={self.kernel!r}, estimator={self.estimator!r}"
+        return f"sigma={self.sigma}, kernel={self.kernel!r}, estimator={self.estimator!r}, backend={self.backend!r}"
 
 
 class MKMMDLoss(nn.Module):
@@ -252,22 +258,20 @@ class MKMMDLoss(nn.Module):
 
     $\sigma_0$ is ``sigma`` or, if None, the median heuristic on the current batch; $\gamma$ = ``multiplier``.
     DAN learns the kernel weights $\beta_u$; equal weights, as here, are the common practical choice.
-    All bandwidths share one distance computation in the fused kernel.
+    All bandwidths share one distance computation in the fused kernel. ``backend`` as in ``tl.mmd2``.
     Shapes: ``source`` (n, d), ``target`` (m, d) → 0-dim tensor. Used in lesson 10.
     """
 
     def __init__(self, num_kernels: int = 5, multiplier: float = 2.0, sigma: float | None = None,
-                 estimator: str = "biased"):
+                 estimator: str = "biased", backend: str = "auto"):
         super().__init__()
-        if isinstance(num_kernels, bool) or not isinstance(num_kernels, int) or num_kernels < 1:
-            raise ValueError(f"num_kernels must be a positive int, got {num_kernels!r}")
-        if not isinstance(multiplier, (int, float)) or multiplier <= 1:
-            raise ValueError(f"multiplier must be a number > 1, got {multiplier!r}")
-        if sigma is not None and (not isinstance(sigma, (int, float)) or sigma <= 0):
-            raise ValueError(f"sigma must be a positive number or None, got {sigma!r}")
-        if estimator not in ("biased", "unbiased", "linear"):
-            raise ValueError(f"estimator must be 'biased', 'unbiased' or 'linear', got {estimator!r}")
-        self.num_kernels, self.multiplier, self.sigma, self.estimator = num_kernels, float(multiplier), sigma, estimator
+        num_kernels = check_in_range(num_kernels, "num_kernels", low=1, high=MAX_BANDWIDTHS, integer=True)
+        multiplier = check_in_range(multiplier, "multiplier", low=1, low_inclusive=False)
+        sigma = None if sigma is None else check_positive(sigma, "sigma")
+        check_choice(estimator, "estimator", ESTIMATORS)
+        check_choice(backend, "backend", BACKENDS)
+        self.num_kernels, self.multiplier, self.sigma, self.estimator = num_kernels, multiplier, sigma, estimator
+        self.backend = backend
 
     def bandwidths(self, source: torch.Tensor, target: torch.Tensor) -> list[float]:
         """The $K$ bandwidths $\\sigma_u$ used for this batch."""
@@ -277,10 +281,12 @@ class MKMMDLoss(nn.Module):
 
     def forward(self, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         source, target = _features(source, target)
-        return mmd2(source, target, sigma=self.bandwidths(source, target), estimator=self.estimator)
+        return mmd2(source, target, sigma=self.bandwidths(source, target), estimator=self.estimator,
+                    backend=self.backend)
 
     def extra_repr(self) -> str:
-        return f"num_kernels={self.num_kernels}, multiplier={self.multiplier}, sigma={self.sigma}"
+        return (f"num_kernels={self.num_kernels}, multiplier={self.multiplier}, sigma={self.sigma}, "
+                f"backend={self.backend!r}")
 
 
 def covariance(x: torch.Tensor) -> torch.Tensor:

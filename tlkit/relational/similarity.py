@@ -117,7 +117,7 @@ def domain_similarity(texts_source: Sequence[str], texts_target: Sequence[str], 
 
 
 def embedding_mmd(texts_source: Sequence[str], texts_target: Sequence[str], sigma: float | None = None,
-                  estimator: str = "unbiased") -> float:
+                  estimator: str = "unbiased", backend: str = "auto") -> float:
     r"""MMD² between the sentence embeddings of two text domains: a distance between distributions.
 
     $$\mathrm{MMD}^2_u = \frac{1}{n(n-1)}\sum_{i\ne i'} k(e_i, e_{i'}) + \frac{1}{m(m-1)}\sum_{j \ne j'} k(e'_j, e'_{j'})
@@ -125,11 +125,13 @@ def embedding_mmd(texts_source: Sequence[str], texts_target: Sequence[str], sigm
 
     with $e = $ ``tl.text.encode(text)`` (MiniLM, 384-d, mean-pooled) and a Gaussian kernel (median-heuristic
     bandwidth by default). Unlike the average similarity it is zero exactly when the two embedding
-    distributions coincide (characteristic kernel), and it has a permutation test. Used in lesson 11.
+    distributions coincide (characteristic kernel), and it has a permutation test. ``backend`` as in ``tl.mmd2``.
+    Shapes: two lists of n and m strings → a float. Used in lesson 11.
     """
     from ..text import encode
 
     texts_source = _check_texts(texts_source, "texts_source")
     texts_target = _check_texts(texts_target, "texts_target")
     source, target = encode(texts_source), encode(texts_target)
-    return float(mmd2(source.to(torch.float64), target.to(torch.float64), sigma=sigma, estimator=estimator))
+    return float(mmd2(source.to(torch.float64), target.to(torch.float64), sigma=sigma, estimator=estimator,
+                      backend=backend))
