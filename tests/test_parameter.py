@@ -1,4 +1,5 @@
-"""tlkit.parameter: freezing, discriminative learning rates, the L2-SP penalty and its gradient, the training loop."""
+"""tlkit.parameter: freezing, discriminative learning rates, the L2-SP penalty and its gradient, the training loop
+(tlkit.training, re-exported)."""
 import matplotlib
 
 matplotlib.use("Agg")
@@ -89,6 +90,20 @@ def test_fit_learns_and_records_history():
         history.plot(axes=axes[:1])
     with pytest.raises(ValueError, match="epochs"):
         fit(net, (x, y), epochs=0)
+
+
+def test_the_training_loop_is_shared_and_re_exported():
+    import tlkit.parameter
+    import tlkit.relational.adversarial
+    import tlkit.training
+
+    assert tlkit.parameter.fit is tlkit.training.fit and tlkit.parameter.History is tlkit.training.History
+    assert tlkit.relational.adversarial.evaluate is tlkit.training.evaluate
+    with pytest.raises(ValueError, match="epochs must be an integer >= 1, got 0"):
+        fit(small_net(), (np.zeros((4, 4)), np.zeros(4, dtype=int)), epochs=0, progress=False)
+    history = fit(small_net(), (np.zeros((4, 4), dtype=np.float32), np.zeros(4, dtype=int)), epochs=np.int64(1),
+                  batch_size=np.int64(2), progress=False)
+    assert len(history) == 1
 
 
 def test_fit_is_seeded():

@@ -261,8 +261,7 @@ def check_pair(Xs, Xt, names: tuple[str, str] = ("Xs", "Xt"), min_samples: int =
 
     Numpy float64 stays float64; integer input becomes the default float dtype. ``dtype`` overrides both.
     """
-    check_2d(Xs, names[0], min_samples=min_samples)
-    check_2d(Xt, names[1], min_samples=min_samples)
+    Xs, Xt = check_2d(Xs, names[0], min_samples=min_samples), check_2d(Xt, names[1], min_samples=min_samples)
     check_same_dim(Xs, Xt, names)
     xs, xt = to_tensor(Xs, names[0], dtype=dtype), to_tensor(Xt, names[1], dtype=dtype)
     if xs.device != xt.device:

@@ -270,7 +270,7 @@ class DAPipeline(MetaEstimatorMixin, BaseEstimator):
                                      ("estimator", self.estimator, ("fit", "predict"))):
             if not all(hasattr(value, method) for method in methods):
                 raise TypeError(f"{name} must have {' and '.join(methods)}, got {type(value).__name__}")
-        check_2d(Xs, "Xs")
+        Xs = check_2d(Xs, "Xs")
         labels = to_numpy(ys, "ys", dtype=None)
         check_1d(labels, "ys", length=Xs.shape[0], finite=labels.dtype.kind == "f")
         aligner = clone(self.aligner).fit(Xs, Xt)
@@ -286,21 +286,25 @@ class DAPipeline(MetaEstimatorMixin, BaseEstimator):
 
     def predict(self, X):
         """Labels (k,) of target rows ``X`` (k, d): :math:`\\hat f(T_t(x))`."""
-        return like_input(self.estimator_.predict(self._target_features(X)), X)
+        features = self._target_features(X)
+        return like_input(self.estimator_.predict(features), X)
 
     @available_if(_estimator_has("predict_proba"))
     def predict_proba(self, X):
         """Class probabilities (k, C) of target rows ``X`` (k, d)."""
-        return like_input(self.estimator_.predict_proba(self._target_features(X)), X)
+        features = self._target_features(X)
+        return like_input(self.estimator_.predict_proba(features), X)
 
     @available_if(_estimator_has("decision_function"))
     def decision_function(self, X):
         """The estimator's decision function on target rows ``X`` (k, d)."""
-        return like_input(self.estimator_.decision_function(self._target_features(X)), X)
+        features = self._target_features(X)
+        return like_input(self.estimator_.decision_function(features), X)
 
     def score(self, X, y) -> float:
         """The estimator's ``score`` on target rows (accuracy for a classifier, R² for a regressor)."""
-        return float(self.estimator_.score(self._target_features(X), to_numpy(y, "y", dtype=None)))
+        features = self._target_features(X)
+        return float(self.estimator_.score(features, to_numpy(y, "y", dtype=None)))
 
 
 def make_da_pipeline(aligner, estimator) -> DAPipeline:

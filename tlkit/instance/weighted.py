@@ -79,10 +79,10 @@ class WeightedEstimator(MetaEstimatorMixin, BaseEstimator):
             sample_weight = np.concatenate([weights, np.ones(len(Xt))])
         estimator = clone(self.estimator)
         if get_config()["enable_metadata_routing"]:
-            routed = process_routing(self, "fit", sample_weight=sample_weight).estimator.fit
-            if "sample_weight" not in routed:
+            if not self.get_metadata_routing().consumes("fit", ["sample_weight"]):
                 raise ValueError(f"estimator ({type(estimator).__name__}) must request the weights: call "
                                  "set_fit_request(sample_weight=True) on it or on a step of its pipeline")
+            routed = process_routing(self, "fit", sample_weight=sample_weight).estimator.fit
             estimator.fit(features, targets, **routed)
         elif isinstance(estimator, Pipeline):
             estimator.fit(features, targets, **{f"{estimator.steps[-1][0]}__sample_weight": sample_weight})

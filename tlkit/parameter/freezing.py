@@ -5,6 +5,8 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from .._validation import check_positive
+
 
 def _check_module(model) -> nn.Module:
     if not isinstance(model, nn.Module):
@@ -106,10 +108,8 @@ def param_groups(
     Used in lesson 07.
     """
     model = _check_module(model)
-    if not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr <= 0:
-        raise ValueError(f"lr must be a positive number, got {lr!r}")
-    if not isinstance(backbone_lr_mult, (int, float)) or backbone_lr_mult < 0:
-        raise ValueError(f"backbone_lr_mult must be a number >= 0, got {backbone_lr_mult!r}")
+    lr = check_positive(lr, "lr")
+    backbone_lr_mult = check_positive(backbone_lr_mult, "backbone_lr_mult", allow_zero=True)
     names = _block_names(model)
     if not names:
         raise ValueError("model has no child modules with parameters")

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from .._validation import check_positive
+
 
 class L2SP:
     r"""The L2-SP penalty, the correct form of the article's $\lambda\|f_t - f_s\|^2$ (§4.2).
@@ -33,11 +35,8 @@ class L2SP:
             source_state = dict(source_state.named_parameters())
         if not isinstance(source_state, Mapping):
             raise TypeError(f"source_state must be a state_dict (mapping) or an nn.Module, got {type(source_state).__name__}")
-        for name, value in (("alpha", alpha), ("beta", beta)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
-        self.alpha = float(alpha)
-        self.beta = float(beta)
+        self.alpha = check_positive(alpha, "alpha", allow_zero=True)
+        self.beta = check_positive(beta, "beta", allow_zero=True)
         self.source = {name: tensor.detach().clone() for name, tensor in source_state.items()
                        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point()}
 
