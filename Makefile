@@ -14,7 +14,7 @@ export TOKENIZERS_PARALLELISM := false
 export TLKIT_BUILD_DIR ?= $(CURDIR)/.build/ext
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: lab test test-portable test-lib test-lessons bench lesson-times book build doctor env clean
+.PHONY: lab test test-portable test-lib test-lessons bench reproduce lesson-times book build doctor env clean
 
 env: $(ENV_STAMP)
 
@@ -48,6 +48,11 @@ test-lessons: build
 
 bench: build
 	$(BIN)/python benchmarks/run_all.py
+
+# tlkit's shallow methods on the vendored real benchmarks beside the published tables (add REPRODUCE_ARGS=--coral-5000
+# for CORAL on the 5000-d Amazon pairs: two 5000x5000 eigendecompositions per pair).
+reproduce: build
+	$(BIN)/python benchmarks/reproduce.py $(REPRODUCE_ARGS)
 
 lesson-times: build
 	$(BIN)/python scripts/lesson_times.py
