@@ -29,6 +29,10 @@ def test_freeze_up_to_and_unfreeze_from():
     assert all(p.requires_grad for p in net.parameters())
     with pytest.raises(ValueError, match="up_to"):
         freeze(net, up_to="nope")
+    unfreeze(net)
+    assert freeze(net, up_to=np.int64(1)) == ["0.weight", "0.bias"]  # a count of blocks, any integer type
+    with pytest.raises(ValueError, match=r"up_to must be an integer in \[0, 3\], got 5"):
+        freeze(net, up_to=5)
     with pytest.raises(TypeError, match="model"):
         freeze("not a model")
 

@@ -1,11 +1,12 @@
 """Freezing layers and discriminative learning rates for fine-tuning (微调)."""
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 from torch import nn
 
-from .._validation import check_positive
+from .._validation import check_in_range, check_positive
 
 
 def _check_module(model) -> nn.Module:
@@ -22,12 +23,10 @@ def _block_names(model: nn.Module) -> list[str]:
 def _resolve_block(model: nn.Module, block, argument: str) -> int:
     """Index in ``_block_names(model)`` of ``block`` (a child name or a count of blocks)."""
     names = _block_names(model)
-    if isinstance(block, bool) or not isinstance(block, (str, int)):
+    if isinstance(block, bool) or not isinstance(block, (str, numbers.Integral)):
         raise TypeError(f"{argument} must be a child-module name or an int, got {type(block).__name__}")
-    if isinstance(block, int):
-        if not 0 <= block <= len(names):
-            raise ValueError(f"{argument}={block} is outside 0..{len(names)} (the model has {len(names)} blocks)")
-        return block
+    if not isinstance(block, str):  # a count of blocks: 0 .. the number of blocks with parameters
+        return check_in_range(block, argument, 0, len(names), integer=True)
     if block not in names:
         raise ValueError(f"{argument}={block!r} is not a child module with parameters; choose from {names}")
     return names.index(block) + 1
