@@ -136,3 +136,19 @@ def test_doctor_shows_no_absolute_paths_of_this_machine(capsys):
     assert report["build directory"] == _build.display_path(_build.build_root())
     assert _build.display_path(Path.home() / "x") == str(Path("~", "x"))
     assert _build.display_path(ROOT / "tlkit") == "tlkit"
+
+
+def test_compiling_leaves_the_cache_key_unchanged(tmp_path, monkeypatch):
+    """torch's loader appends to the flag lists it is given; the key computed after a build must still be the one
+    the build used, or the next lookup would compile again."""
+    from torch.utils import cpp_extension
+
+    def fake_load(name, sources, build_directory, extra_cflags=(), **kwargs):
+        extra_cflags.append("-DADDED_BY_TORCH")
+        (Path(build_directory) / f"{name}.so").write_bytes(b"")
+
+    monkeypatch.setenv("TLKIT_BUILD_DIR", str(tmp_path))
+    monkeypatch.setattr(cpp_extension, "load", fake_load)
+    before = _build.build_dir("cpp")
+    path, _ = _build.compile_library("cpp")
+    assert path.parent == before == _build.build_dir("cpp")

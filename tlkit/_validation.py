@@ -202,7 +202,7 @@ def check_in_range(value, name: str, low=None, high=None, *, integer: bool = Fal
         value = int(value)
     else:
         value = float(value)
-        if not np.isfinite(value):
+        if not math.isfinite(value):
             raise ValueError(f"{name} must be a finite number, got {value}")
     below = low is not None and (value < low or (value == low and not low_inclusive))
     above = high is not None and (value > high or (value == high and not high_inclusive))

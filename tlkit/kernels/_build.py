@@ -24,10 +24,16 @@ import platformdirs
 import torch
 
 CSRC = Path(__file__).resolve().parent / "csrc"
-# Compiled sources, and the headers they include (hashed into the cache key too).
-SOURCES = {"cpp": ["ops.cpp", "nearest.cpp", "kernel_matmul.cpp", "mmd2.cpp"],
-           "cuda": ["cuda/ops_cuda.cpp", "cuda/pairwise_kernels.cu"]}
-HEADERS = {"cpp": ["kernel_spec.h", "pairwise.h"], "cuda": ["kernel_spec.h", "cuda/launchers.h"]}
+
+
+def _relative(pattern: str) -> list[str]:
+    return sorted(str(path.relative_to(CSRC)) for path in CSRC.glob(pattern))
+
+
+# Every source in csrc/ (C++) and csrc/cuda/ (CUDA) is compiled, so a new op file needs no edit here; the headers
+# are hashed into the cache key too.
+SOURCES = {"cpp": _relative("*.cpp"), "cuda": _relative("cuda/*.cpp") + _relative("cuda/*.cu")}
+HEADERS = {"cpp": _relative("*.h"), "cuda": _relative("*.h") + _relative("cuda/*.h")}
 LABELS = {"cpp": "C++", "cuda": "CUDA"}
 # torch chooses the C++ standard (C++20 for torch >= 2.10); don't override it.
 FLAGS = {
@@ -124,9 +130,8 @@ def _clear_stale_lock(directory: Path, advisory: bool | None = None) -> None:
 
 def missing_prerequisite(kind: str) -> str | None:
     """Why ``kind`` cannot be compiled here, or None."""
-    missing = [str(p.relative_to(CSRC)) for p in source_paths(kind) if not p.is_file()]
-    if missing:
-        return f"the kernel sources {missing} are missing from the installed package (reinstall tlkit)"
+    if not SOURCES[kind]:
+        return f"the {LABELS[kind]} kernel sources are missing from {display_path(CSRC)} (reinstall tlkit)"
     compiler = os.environ.get("CXX", "c++")
     if shutil.which(compiler) is None:
         return f"no C++ compiler ('{compiler}') on PATH; install g++ (e.g. apt-get install g++)"
@@ -180,7 +185,8 @@ def compile_library(kind: str, verbose: bool = False, directory: Path | None = N
     try:
         cpp_extension.load(
             name=f"tlkit_{kind}", sources=[str(CSRC / name) for name in SOURCES[kind]], build_directory=str(directory),
-            is_python_module=False, verbose=verbose, **FLAGS[kind],
+            is_python_module=False, verbose=verbose,
+            **{key: list(flags) for key, flags in FLAGS[kind].items()},  # load() appends to the lists it is given
         )
     except BaseException:
         print(" failed", file=sys.stderr, flush=True)

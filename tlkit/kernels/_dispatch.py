@@ -8,8 +8,7 @@ from pathlib import Path
 
 import torch
 
-from . import _build, _reference
-from ._reference_autograd import TorchKernelMatmul, TorchMMD2Value
+from . import _build
 
 BACKENDS = ("auto", "cuda", "cpp", "torch")
 DESCRIPTIONS = {
@@ -125,22 +124,3 @@ def build(cuda: str = "auto", verbose: bool = False) -> dict[str, str]:
                 raise RuntimeError(f"the {_build.LABELS[kind]} kernels are unavailable: {st.reason}")
         built[kind] = _build.display_path(path)
     return built
-
-
-# Primitive entry points used by the public functions; each takes already-validated tensors.
-def nearest(x, y, backend):
-    return torch.ops.tlkit.nearest(x, y) if backend != "torch" else _reference.nearest(x, y)
-
-
-def kernel_matmul(x, y, v, sigmas, kernel, backend):
-    if backend == "torch":
-        return TorchKernelMatmul.apply(x, y, v, sigmas, kernel)
-    return torch.ops.tlkit.kernel_matmul(x, y, v, sigmas, kernel)
-
-
-def mmd2_value(x, y, wx, wy, coef, const, sigmas, kernel, backend):
-    """coef · [T_xx, T_yy, T_xy] + const as a float64 scalar, differentiable in x, y, wx, wy."""
-    if backend == "torch":
-        return TorchMMD2Value.apply(x, y, wx, wy, coef, const, sigmas, kernel)
-    compute_grad = torch.is_grad_enabled() and (x.requires_grad or y.requires_grad)
-    return torch.ops.tlkit.mmd2_value(x, y, wx, wy, coef, const, sigmas, kernel, compute_grad)[0]

@@ -11,7 +11,8 @@ import numpy as np
 import torch
 
 from .. import _validation as check
-from . import _dispatch
+from . import _dispatch, _reference
+from ._reference_autograd import TorchKernelMatmul, TorchMMD2Value
 
 # The C++/CUDA kernels' kernel ids and bandwidth limit (csrc/kernel_spec.h; a test compares them).
 KERNELS = {"gaussian": 0, "laplacian": 1}
@@ -41,6 +42,26 @@ def _answer(result, *inputs):
     return result.detach().cpu().numpy()[()]  # a 0-dim result becomes a numpy scalar (np.float64)
 
 
+# ---------------------------------------------------------------- the primitives on the chosen backend
+# Each takes validated, contiguous tensors of one compute dtype; ``backend`` is what _dispatch.choose returned.
+def _nearest(x, y, backend):
+    return torch.ops.tlkit.nearest(x, y) if backend != "torch" else _reference.nearest(x, y)
+
+
+def _kernel_matmul(x, y, v, sigmas, kernel, backend):
+    if backend == "torch":
+        return TorchKernelMatmul.apply(x, y, v, sigmas, kernel)
+    return torch.ops.tlkit.kernel_matmul(x, y, v, sigmas, kernel)
+
+
+def _mmd2_value(x, y, wx, wy, coef, const, sigmas, kernel, backend):
+    """coef · [T_xx, T_yy, T_xy] + const as a float64 scalar, differentiable in x, y, wx, wy."""
+    if backend == "torch":
+        return TorchMMD2Value.apply(x, y, wx, wy, coef, const, sigmas, kernel)
+    compute_grad = torch.is_grad_enabled() and (x.requires_grad or y.requires_grad)
+    return torch.ops.tlkit.mmd2_value(x, y, wx, wy, coef, const, sigmas, kernel, compute_grad)[0]
+
+
 def kernel_matmul_unchecked(x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, sigmas: list[float],
                             kernel: str = "gaussian", backend: str = "auto") -> torch.Tensor:
     r""":math:`K(x, y)\,v` below the validation, for solvers that validated their inputs once (KMM's iterations,
@@ -51,7 +72,7 @@ def kernel_matmul_unchecked(x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, s
     Returns (n, k) in the input dtype. Differentiable like :func:`kernel_matmul`.
     """
     name, _ = _dispatch.choose(backend, x.device)
-    return _dispatch.kernel_matmul(x.contiguous(), y.contiguous(), v.contiguous(), sigmas, KERNELS[kernel], name)
+    return _kernel_matmul(x.contiguous(), y.contiguous(), v.contiguous(), sigmas, KERNELS[kernel], name)
 
 
 # ---------------------------------------------------------------- public ops
@@ -70,7 +91,7 @@ def nearest(x, y, backend: str = "auto"):
     compute, out = _compute_dtype(x, y)
     name, _ = _dispatch.choose(backend, x.device)
     xs, ys = _prepare(x.detach(), y.detach(), dtype=compute)
-    dist, index = _dispatch.nearest(xs, ys, name)
+    dist, index = _nearest(xs, ys, name)
     return _answer((dist.to(out), index), *inputs)
 
 
@@ -108,7 +129,7 @@ def kernel_matmul(x, y, v, sigma, kernel: str = "gaussian", backend: str = "auto
     compute, out = _compute_dtype(x, y, v2)
     name, _ = _dispatch.choose(backend, x.device)
     xs, ys, vs = _prepare(x, y, v2, dtype=compute)
-    result = _dispatch.kernel_matmul(xs, ys, vs, sigmas, kid, name).to(out)
+    result = _kernel_matmul(xs, ys, vs, sigmas, kid, name).to(out)
     return _answer(result[:, 0] if squeeze else result, *inputs)
 
 
@@ -205,7 +226,7 @@ def mmd2(x, y, sigma=None, kernel: str = "gaussian", estimator: str = "biased",
         wx, wy = torch.ones(n, dtype=compute, device=x.device), torch.ones(m, dtype=compute, device=x.device)
         coef = (1.0 / (n * (n - 1)), 1.0 / (m * (m - 1)), -2.0 / (n * m))
         const = -(n * coef[0] + m * coef[1])  # k(z, z) = 1 on the diagonals, removed analytically
-    return _answer(_dispatch.mmd2_value(xs, ys, wx, wy, list(coef), const, sigmas, kid, name).to(out), *inputs)
+    return _answer(_mmd2_value(xs, ys, wx, wy, list(coef), const, sigmas, kid, name).to(out), *inputs)
 
 
 def _normalised(weights, length, name, device, dtype):
