@@ -119,6 +119,27 @@ def test_kmm_tight_sum_constraint(rng):
     assert float(w.sum()) == pytest.approx(40, rel=1e-9)
 
 
+def test_kmm_iterations_run_below_the_validation_in_float64(rng, monkeypatch):
+    import tlkit.instance.kmm as kmm_module
+
+    calls = []
+
+    def recording(x, y, v, sigmas, kernel, backend):
+        calls.append((x.dtype, v.dtype, v.shape, tuple(sigmas)))
+        return unchecked(x, y, v, sigmas, kernel, backend)
+
+    unchecked = kmm_module.kernel_matmul_unchecked
+    monkeypatch.setattr(kmm_module, "kernel_matmul_unchecked", recording)
+    xs, xt = rng.normal(size=(40, 2)), rng.normal(1.0, 1.0, size=(30, 2))
+    kmm = KMM(sigma=np.float32(1.5), max_iter=25, tol=1e-12).fit(torch.from_numpy(xs).float(), torch.from_numpy(xt))
+    # One product for the row sums, at most one for the starting point, one per iteration; all in float64 with the
+    # bandwidth validated once into a list of floats.
+    assert kmm.n_iter_ + 1 <= len(calls) <= kmm.n_iter_ + 2
+    assert set(calls) == {(torch.float64, torch.float64, (40, 1), (1.5,))}
+    reference = KMM(sigma=1.5, max_iter=25, tol=1e-12).fit(xs, xt).weights_
+    np.testing.assert_allclose(kmm.weights_.numpy(), reference, atol=1e-6)  # float32 rounding of the inputs only
+
+
 def test_projection_onto_box_and_slab(rng):
     for _ in range(20):
         v = rng.normal(scale=3.0, size=30)

@@ -27,6 +27,26 @@ def test_statistic_is_the_unbiased_mmd(rng):
     assert 1 / 51 <= p_value <= 1
 
 
+def test_permutation_batches_run_below_the_validation_in_the_input_dtype(rng, monkeypatch):
+    import tlkit.metrics.shift as shift_module
+
+    calls = []
+
+    def recording(x, y, v, sigmas, kernel, backend):
+        calls.append((x.dtype, v.dtype, tuple(sigmas)))
+        return unchecked(x, y, v, sigmas, kernel, backend)
+
+    unchecked = shift_module.kernel_matmul_unchecked
+    monkeypatch.setattr(shift_module, "kernel_matmul_unchecked", recording)
+    x, y = rng.normal(size=(30, 3)), rng.normal(0.3, 1.0, size=(25, 3))
+    as_float32 = mmd_test(torch.from_numpy(x).float(), torch.from_numpy(y).float(), n_permutations=50, sigma=1.3,
+                          batch_size=16, random_state=0)
+    assert len(calls) == 2 + 4  # k(z, z), the observed split with the row sums, ceil(50 / 16) batches
+    assert set(calls) == {(torch.float32, torch.float32, (1.3,))}
+    as_float64 = mmd_test(x, y, n_permutations=50, sigma=1.3, batch_size=16, random_state=0)
+    assert as_float32[1] == as_float64[1] and as_float32[0] == pytest.approx(as_float64[0], rel=1e-4)
+
+
 def test_null_statistics_are_statistics_of_real_splits(rng):
     x, y = rng.normal(size=(4, 2)), rng.normal(size=(4, 2))
     z = np.vstack([x, y])

@@ -6,8 +6,9 @@ import math
 import torch
 from sklearn.base import BaseEstimator
 
-from .._validation import check_pair, check_positive, check_positive_int, like_input
-from ..kernels import kernel_matmul, kernel_sum, median_bandwidth
+from .._validation import check_bandwidths, check_choice, check_pair, check_positive, check_positive_int, like_input
+from ..kernels import kernel_sum, median_bandwidth
+from ..kernels.ops import KERNELS, MAX_BANDWIDTHS, kernel_matmul_unchecked
 
 __all__ = ["KMM"]
 
@@ -64,11 +65,12 @@ class KMM(BaseEstimator):
     :math:`\epsilon = (\sqrt{n_s} - 1)/\sqrt{n_s}`, Gaussian kernel (bandwidth: median heuristic).
 
     Solver: accelerated projected gradient (FISTA with adaptive restart). Each iteration needs one product
-    :math:`K\beta` from :func:`tlkit.kernel_matmul`, so :math:`K` is never formed — memory is O(n_s) and it runs at
+    :math:`K\beta` from the fused :func:`tlkit.kernel_matmul` kernel, so :math:`K` is never formed — memory is O(n_s) and it runs at
     n_s = 100,000; :math:`K` is symmetric non-negative, so its largest row sum bounds :math:`\lambda_{\max}(K)` and
     gives the step :math:`1/L`. Stops when the gradient-mapping norm falls below ``tol`` times
-    :math:`\lVert\kappa\rVert`, or after ``max_iter`` iterations (``converged_`` says which). The inputs are
-    validated and converted to float64 once, so every iteration's product runs in the solver's precision.
+    :math:`\lVert\kappa\rVert`, or after ``max_iter`` iterations (``converged_`` says which). Inputs and
+    parameters are validated once and the points converted to float64 once; the iterations call the kernel below
+    the validation (``kernel_matmul_unchecked``), in the solver's precision, with no conversion per iteration.
 
     Shapes: ``fit(Xs (n_s, d), Xt (n_t, d))``; ``weights_`` (n_s,) as numpy for numpy input, torch for torch.
     Fitted attributes: ``weights_``, ``sigma_``, ``eps_``, ``objective_``, ``n_iter_``, ``converged_``.
@@ -95,11 +97,13 @@ class KMM(BaseEstimator):
         max_iter = check_positive_int(self.max_iter, "max_iter")
         tol = check_positive(self.tol, "tol")
         sigma = median_bandwidth(xs, xt) if self.sigma is None else self.sigma
+        sigmas = check_bandwidths(sigma, max_count=MAX_BANDWIDTHS)
+        kernel = check_choice(self.kernel, "kernel", KERNELS)
 
-        def kernel_product(v: torch.Tensor) -> torch.Tensor:
-            return kernel_matmul(xs, xs, v, sigma, self.kernel, self.backend)
+        def kernel_product(v: torch.Tensor) -> torch.Tensor:  # K v for v (n_s,), float64 in and out
+            return kernel_matmul_unchecked(xs, xs, v[:, None], sigmas, kernel, self.backend)[:, 0]
 
-        kappa = kernel_sum(xs, xt, sigma, self.kernel, backend=self.backend) * (n_s / n_t)
+        kappa = kernel_sum(xs, xt, sigmas, kernel, backend=self.backend) * (n_s / n_t)
         ones = torch.ones(n_s, dtype=torch.float64, device=xs.device)
         row_sums = kernel_product(ones)
         lipschitz = float(row_sums.max())  # >= lambda_max(K) for a non-negative symmetric matrix

@@ -9,8 +9,10 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from .._validation import check_in_range, check_pair, check_positive_int, check_random_state, like_input, to_numpy
-from ..kernels import kernel_matmul, median_bandwidth
+from .._validation import (check_bandwidths, check_choice, check_in_range, check_pair, check_positive_int,
+                           check_random_state, like_input, to_numpy)
+from ..kernels import median_bandwidth
+from ..kernels.ops import COMPUTE_DTYPES, KERNELS, MAX_BANDWIDTHS, kernel_matmul_unchecked
 
 __all__ = ["mmd_test", "proxy_a_distance", "coral_distance"]
 
@@ -48,9 +50,9 @@ def mmd_test(Xs, Xt, n_permutations: int = 1000, sigma=None, kernel: str = "gaus
     No kernel is recomputed per permutation and no :math:`N \times N` matrix is formed (:math:`N = n + m`):
     each split's indicator :math:`a \in \{0,1\}^N` is a column of :math:`V`, the fused
     :func:`tlkit.kernel_matmul` returns :math:`K V` for ``batch_size`` permutations at once, and every
-    :math:`T_b` is a quadratic form in :math:`a` (see :func:`_unbiased_statistics`). The inputs are validated once;
-    the split indicators are built directly in the kernel's dtype (0 and 1 are exact in float32 too) and the
-    quadratic forms are accumulated in float64.
+    :math:`T_b` is a quadratic form in :math:`a` (see :func:`_unbiased_statistics`). The inputs are validated once and
+    every batch calls the kernel below the validation (``kernel_matmul_unchecked``); the split indicators are built
+    directly in the kernel's dtype (0 and 1 are exact in float32 too) and the quadratic forms accumulate in float64.
 
     ``sigma=None`` uses :func:`tlkit.median_bandwidth` on the pooled sample (label-free, so the test stays exact);
     a sequence of bandwidths averages the kernels.
@@ -65,14 +67,17 @@ def mmd_test(Xs, Xt, n_permutations: int = 1000, sigma=None, kernel: str = "gaus
     rng = check_random_state(random_state)
     n, m = xs.shape[0], xt.shape[0]
     pooled = torch.cat([xs, xt])
-    sigma = median_bandwidth(xs, xt) if sigma is None else sigma
+    if pooled.dtype not in COMPUTE_DTYPES:  # half precision computes in float32, as the public ops do
+        pooled = pooled.float()
+    sigmas = check_bandwidths(median_bandwidth(xs, xt) if sigma is None else sigma, max_count=MAX_BANDWIDTHS)
+    kernel = check_choice(kernel, "kernel", KERNELS)
     device, dtype = pooled.device, pooled.dtype
 
-    def kernel_product(v: torch.Tensor) -> torch.Tensor:
-        return kernel_matmul(pooled, pooled, v, sigma, kernel, backend).to(torch.float64)
+    def kernel_product(v: torch.Tensor, points: torch.Tensor = pooled) -> torch.Tensor:  # K(points, points) v
+        return kernel_matmul_unchecked(points, points, v, sigmas, kernel, backend).to(torch.float64)
 
-    diagonal = float(kernel_matmul(pooled[:1], pooled[:1], torch.ones(1, 1, dtype=dtype, device=device),
-                                   sigma, kernel, backend)[0, 0])  # k(z, z), 1 for the Gaussian and Laplacian
+    one = torch.ones(1, 1, dtype=dtype, device=device)
+    diagonal = float(kernel_product(one, pooled[:1])[0, 0])  # k(z, z), 1 for the Gaussian and Laplacian
     observed = torch.zeros(n + m, 1, dtype=dtype, device=device)
     observed[:n] = 1.0
     first_pass = kernel_product(torch.cat([torch.ones_like(observed), observed], dim=1))
