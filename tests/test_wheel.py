@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -39,9 +40,15 @@ print(json.dumps({"tlkit": tl.__file__, "backend": tl.kernels.choose_backend("au
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory):
-    source = tmp_path_factory.mktemp("source") / "tlkit"
-    shutil.copytree(ROOT, source, ignore=SKIP_WHEN_COPYING)
+def source(tmp_path_factory):
+    """A copy of the checkout without build products, environments or lessons."""
+    copy = tmp_path_factory.mktemp("source") / "tlkit"
+    shutil.copytree(ROOT, copy, ignore=SKIP_WHEN_COPYING)
+    return copy
+
+
+@pytest.fixture(scope="module")
+def wheel(source, tmp_path_factory):
     out = tmp_path_factory.mktemp("wheel")
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
                     "--disable-pip-version-check", "-w", str(out), str(source)], check=True, timeout=600)
@@ -86,3 +93,21 @@ def test_installed_wheel_runs_the_cpp_kernels_outside_the_checkout(wheel, tmp_pa
     assert report["close"]
     assert report["weights"] == "source-checkpoint" and report["features"][0] == 4
     assert ("building" in result.stderr) == (not reuse)  # the first-use line only when it really builds
+
+
+def test_sdist_holds_the_tests_and_builds_a_complete_wheel(source, tmp_path):
+    code = f"from setuptools import build_meta; print(build_meta.build_sdist({str(tmp_path)!r}))"
+    name = subprocess.run([sys.executable, "-c", code], cwd=source, capture_output=True, text=True, check=True,
+                          timeout=300).stdout.strip().splitlines()[-1]
+    with tarfile.open(tmp_path / name) as sdist:
+        names = sdist.getnames()
+        sdist.extractall(tmp_path / "unpacked", filter="data")
+    top = name.removesuffix(".tar.gz")
+    assert f"{top}/tests/test_kernels.py" in names and f"{top}/tests/conftest.py" in names
+    assert f"{top}/tlkit/kernels/csrc/ops.cpp" in names and f"{top}/tlkit/data/files/digits_source_cnn.pt" in names
+    assert not [n for n in names if n.endswith((".so", ".o"))]
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
+                    "--disable-pip-version-check", "-w", str(tmp_path / "from-sdist"), str(tmp_path / "unpacked" / top)],
+                   check=True, timeout=600)
+    (built,) = (tmp_path / "from-sdist").glob("tlkit-*.whl")
+    assert "tlkit/kernels/csrc/cuda/pairwise_kernels.cu" in zipfile.ZipFile(built).namelist()
