@@ -59,7 +59,9 @@ def esl_usps(path: Path) -> tuple[np.ndarray, np.ndarray]:
 def sparse_arrays(matrix, prefix: str) -> dict[str, np.ndarray]:
     matrix = matrix.tocsr()
     matrix.sort_indices()
-    return {f"{prefix}_data": matrix.data, f"{prefix}_indices": matrix.indices.astype(np.int32),
+    if matrix.shape[1] > np.iinfo(np.uint16).max + 1:
+        raise SystemExit(f"{prefix}: {matrix.shape[1]} columns do not fit uint16 indices")
+    return {f"{prefix}_data": matrix.data, f"{prefix}_indices": matrix.indices.astype(np.uint16),
             f"{prefix}_indptr": matrix.indptr.astype(np.int32), f"{prefix}_shape": np.array(matrix.shape)}
 
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from tlkit.data import load_usps
+from tlkit.data import load_mnist_usps, load_mnist_usps_features, load_usps
 from tlkit.feature import CORALLoss, FeatureExtractor, MKMMDLoss, MMDLoss
 from tlkit.feature.deep import SOURCE_CHECKPOINT, EfficientNetLite0, imagenet_cache_file, load_source_checkpoint
 
@@ -188,3 +188,16 @@ def test_feature_extractor_validates_arguments():
     with pytest.raises(ValueError, match="x must be a 4-D"):
         extractor(torch.zeros(3, 64))
 
+
+
+def test_cached_efficientnet_features_match_a_fresh_computation():
+    cached, info = load_mnist_usps_features("usps")
+    images = load_mnist_usps("usps")
+    assert cached.Xs.shape == (1800, 1280) and cached.Xt.shape == (2000, 1280) and info["layer"] == "avgpool"
+    assert cached.Xs.dtype == np.float32
+    np.testing.assert_array_equal(cached.ys, images.ys), np.testing.assert_array_equal(cached.yt, images.yt)
+    extractor = FeatureExtractor("efficientnet_lite0", layer=info["layer"], verbose=False)
+    with torch.no_grad():
+        for cached_domain, domain in ((cached.Xs, images.Xs), (cached.Xt, images.Xt)):
+            fresh = extractor(extractor.prepare(domain[::400], size=info["size"])).numpy()
+            np.testing.assert_allclose(cached_domain[::400], fresh, rtol=2e-3, atol=2e-3)  # stored as float16

@@ -5,7 +5,8 @@
   Learning*, at 16×16 or pooled to scikit-learn's 8×8 digit format;
 - :func:`load_coil20` — COIL-20 in the two pose subsets COIL1 / COIL2 of the same JDA protocol;
 - :func:`load_amazon_reviews` / :func:`amazon_pair` — Amazon multi-domain sentiment (Blitzer et al., 2007) as
-  400-d mSDA-preprocessed features or as the 5000-d unigram+bigram counts of DANN (Ganin et al., 2016).
+  400-d mSDA-preprocessed features or as the 5000-d unigram+bigram counts of DANN (Ganin et al., 2016);
+- :func:`load_mnist_usps_features` — cached EfficientNet-Lite0 features of the JDA MNIST and USPS digits.
 
 Each file stores the original values exactly (integer codes or sparse counts, see ``files/README.md``); loaders
 return float32 features and int64 labels 0..K-1. Used in lessons 09, 10, 11 and 13 and in benchmarks/reproduce.py.
@@ -22,7 +23,7 @@ from ._files import data_path
 from .domains import DomainShift
 
 __all__ = ["LabelledSet", "load_mnist_usps", "load_usps", "load_coil20", "load_amazon_reviews", "amazon_pair",
-           "usps_as_digits", "AMAZON_DOMAINS"]
+           "usps_as_digits", "load_mnist_usps_features", "AMAZON_DOMAINS"]
 
 AMAZON_DOMAINS = ("books", "dvd", "electronics", "kitchen")
 MANIFEST = "MANIFEST.sha256"
@@ -187,3 +188,24 @@ def amazon_pair(source: str, target: str, features: int = 400, dense: bool = Fal
     Xs, ys = load_amazon_reviews(source, features, source_split, dense)
     Xt, yt = load_amazon_reviews(target, features, target_split, dense)
     return DomainShift(Xs, ys, Xt, yt)
+
+
+
+def load_mnist_usps_features(source: str = "mnist") -> tuple[DomainShift, dict]:
+    r""":func:`load_mnist_usps` as cached EfficientNet-Lite0 (ImageNet) features $\phi(x)$: ``(n, 1280)`` per domain.
+
+    Row $i$ of ``Xs`` is ``FeatureExtractor("efficientnet_lite0", layer="avgpool")`` applied to
+    ``load_mnist_usps(source).Xs[i]`` after ``prepare(..., size=S)`` (grey 16×16 repeated to 3 channels, resized to
+    S×S, scaled as $(255x - 127)/128$); the same for ``Xt``; labels are the digits 0..9. Stored as float16,
+    returned as float32. The second value records ``layer``, ``size`` (S) and the package versions. Computing
+    them takes minutes on two CPU cores; ``scripts/make_efficientnet_features.py`` regenerates the file.
+    Used in lessons 09 and 10.
+    """
+    _choice(source, "source", ("mnist", "usps"))
+    arrays = _arrays("mnist_usps_efficientnet_lite0.npz")
+    labels = _arrays("jda_mnist_usps.npz")
+    target = "usps" if source == "mnist" else "mnist"
+    Xs, Xt = (arrays[f"{d}_features"].astype(np.float32) for d in (source, target))
+    ys, yt = (labels[f"{d}_labels"].astype(np.int64) for d in (source, target))
+    info = {"layer": str(arrays["layer"]), "size": int(arrays["size"]), "versions": str(arrays["versions"])}
+    return DomainShift(Xs, ys, Xt, yt), info
