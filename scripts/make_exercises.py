@@ -1,7 +1,7 @@
 """Write the learner's copy of every lesson: ``lessons/exercises/NN_slug.ipynb``.
 
 Each lesson ``lessons/NN_slug.ipynb`` that has cells tagged ``solution`` gets a copy without those cells, with every
-output and execution count cleared, so learners attempt the exercises before reading the worked answers.
+output, execution count and run timestamp cleared, so learners attempt the exercises before reading the worked answers.
 Cells tagged ``exercise-check`` (asserts on the learner's answer) stay in the copy and are tagged
 ``raises-exception`` there, so an unanswered exercise reports its failed check and Run All goes on to the next one.
 Lessons without solution cells (lesson 00) get no copy.
@@ -46,6 +46,7 @@ def exercise_notebook(lesson: nbformat.NotebookNode) -> nbformat.NotebookNode | 
     notebook = copy.deepcopy(lesson)
     notebook.cells = [cell for cell in notebook.cells if not is_solution(cell)]
     for cell in notebook.cells:
+        cell.metadata.pop("execution", None)  # nbconvert's run timestamps: not part of the exercise
         if cell.cell_type == "code":
             cell.outputs = []
             cell.execution_count = None
