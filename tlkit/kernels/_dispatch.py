@@ -95,7 +95,8 @@ def backend_info(device: str | torch.device | None = None) -> dict:
     for kind in ("cpp", "cuda"):
         st = _state(kind)
         info[kind] = {"available": st.loaded, "reason": DESCRIPTIONS[kind] if st.loaded else st.reason,
-                      "library": _build.display_path(st.path) if st.path else None}
+                      "library": _build.display_path(st.path) if st.path else None,
+                      "built_in_this_process_s": st.build_seconds}
     devices = [torch.device(device)] if device is not None else [torch.device("cpu")] + (
         [torch.device("cuda")] if torch.cuda.is_available() else [])
     info["auto"] = {str(d): choose("auto", d) for d in devices}
