@@ -11,24 +11,26 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .._validation import check_2d, check_same_dim, check_same_length, to_tensor
+from sklearn.exceptions import NotFittedError
+
+from .._validation import check_2d, check_same_dim, check_same_length, like_input, to_tensor
 from ..kernels import nearest
 
 
-def procrustes(source, target) -> torch.Tensor:
+def procrustes(source, target):
     r"""Orthogonal Procrustes: the rotation that best maps ``source`` rows onto ``target`` rows.
 
     $$W^\star = \arg\min_{W^\top W = I}\|X W - Y\|_F = U V^\top, \qquad U \Sigma V^\top = \operatorname{svd}(X^\top Y)$$
 
-    Shapes: ``source`` X (n, d), ``target`` Y (n, d), row i of X paired with row i of Y → W (d, d).
-    Used in lesson 11.
+    Shapes: ``source`` X (n, d), ``target`` Y (n, d), row i of X paired with row i of Y → W (d, d), float64,
+    numpy for numpy input and torch for torch input. Used in lessons 03 and 11.
     """
     x = check_2d(to_tensor(source, "source", dtype=torch.float64), "source")
     y = check_2d(to_tensor(target, "target", dtype=torch.float64), "target")
     check_same_dim(x, y, ("source", "target"))
     check_same_length(x, y, ("source", "target"))
     u, _, vh = torch.linalg.svd(x.T @ y)
-    return u @ vh
+    return like_input(u @ vh, source)
 
 
 def _normalise(x: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
@@ -41,7 +43,7 @@ class ProcrustesMap:
 
     Vectors are centred (each space by its own mean) and scaled to unit length, then $W$ = ``procrustes``
     of the anchors. ``transform(X)`` gives $\hat X W$; ``match(X, candidates)`` the index of each mapped row's
-    nearest candidate (cosine). Used in lesson 11.
+    nearest candidate (cosine); both answer in the input's type (numpy in, numpy out). Used in lesson 11.
     """
 
     def fit(self, source_anchors, target_anchors, source_space=None, target_space=None) -> "ProcrustesMap":
@@ -58,26 +60,27 @@ class ProcrustesMap:
         self.source_mean_ = source_space.mean(dim=0)
         self.target_mean_ = target_space.mean(dim=0)
         self.weight_ = procrustes(_normalise(source_anchors, self.source_mean_),
-                                  _normalise(target_anchors, self.target_mean_))
+                                  _normalise(target_anchors, self.target_mean_))  # torch: the inputs are tensors
         return self
 
     def _check_fitted(self):
         if not hasattr(self, "weight_"):
-            raise RuntimeError("ProcrustesMap is not fitted: call fit(source_anchors, target_anchors) first")
+            raise NotFittedError("ProcrustesMap is not fitted: call fit(source_anchors, target_anchors) first")
 
-    def transform(self, source) -> torch.Tensor:
-        """Normalised source vectors (n, d) carried into the target space, (n, d)."""
+    def _mapped(self, source) -> torch.Tensor:
         self._check_fitted()
         x = check_2d(to_tensor(source, "source", dtype=torch.float64), "source")
         return _normalise(x, self.source_mean_) @ self.weight_
 
-    def match(self, source, candidates) -> torch.Tensor:
+    def transform(self, source):
+        """Normalised source vectors (n, d) carried into the target space, (n, d)."""
+        return like_input(self._mapped(source), source)
+
+    def match(self, source, candidates):
         """Index (n,) of the nearest ``candidates`` row (m, d) to each mapped ``source`` row, by cosine."""
-        self._check_fitted()
-        mapped = self.transform(source)
         targets = _normalise(check_2d(to_tensor(candidates, "candidates", dtype=torch.float64), "candidates"),
                              self.target_mean_)
-        return nearest(mapped, targets)[1]
+        return like_input(nearest(self._mapped(source), targets)[1], source)
 
 
 def load_en_it_vectors():
@@ -106,5 +109,5 @@ def translation_accuracy(mapping: ProcrustesMap, source_vectors, target_vectors,
         raise ValueError("pairs is empty")
     candidates = target_vectors.vectors
     found = mapping.match(np.stack([source_vectors[s] for s, _ in pairs]), candidates)
-    expected = torch.tensor([target_vectors.key_to_index[t] for _, t in pairs])
-    return float((found == expected).double().mean())
+    expected = np.array([target_vectors.key_to_index[t] for _, t in pairs])
+    return float(np.mean(found == expected))
