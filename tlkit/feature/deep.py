@@ -10,6 +10,7 @@ from torch import nn
 
 from .._validation import (check_2d, check_bandwidths, check_choice, check_in_range, check_positive, check_same_dim,
                            to_tensor)
+from .. import distributed as _distributed
 from ..kernels import median_bandwidth, mmd2
 from ..kernels._dispatch import BACKENDS
 from ..kernels.ops import ESTIMATORS, KERNELS, MAX_BANDWIDTHS
@@ -322,11 +323,13 @@ class MMDLoss(nn.Module):
     Computed by the fused kernel ``tl.mmd2`` (the n×m matrix is never formed, forward or backward).
     ``sigma=None`` takes the median heuristic on each batch (held constant for the gradient; it reads data, so
     give ``sigma`` for a graph-break-free ``torch.compile``). ``backend`` as in ``tl.mmd2``.
-    Shapes: ``source`` (n, d), ``target`` (m, d), n ≠ m allowed → 0-dim tensor. Used in lesson 10.
+    Shapes: ``source`` (n, d), ``target`` (m, d), n ≠ m allowed → 0-dim tensor. Used in lessons 10 and 17.
+    ``distributed=True`` (or a ``group``): the global-batch loss across ranks, see ``tlkit.distributed`` (its
+    gradient is scaled by the world size so that DDP's averaged gradients are the single-process gradient).
     """
 
     def __init__(self, sigma: float | Sequence[float] | None = None, kernel: str = "gaussian",
-                 estimator: str = "biased", backend: str = "auto"):
+                 estimator: str = "biased", backend: str = "auto", distributed: bool = False, group=None):
         super().__init__()
         check_choice(kernel, "kernel", KERNELS)
         check_choice(estimator, "estimator", ESTIMATORS)
@@ -334,8 +337,12 @@ class MMDLoss(nn.Module):
         if sigma is not None:
             check_bandwidths(sigma, max_count=MAX_BANDWIDTHS)
         self.sigma, self.kernel, self.estimator, self.backend = sigma, kernel, estimator, backend
+        self.distributed, self.group = bool(distributed) or group is not None, group
 
     def forward(self, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.distributed:
+            return _distributed.mmd2(source, target, sigma=self.sigma, kernel=self.kernel, estimator=self.estimator,
+                                     group=self.group, ddp_scale=True, backend=self.backend)
         source, target = _features(source, target)
         return mmd2(source, target, sigma=self.sigma, kernel=self.kernel, estimator=self.estimator,
                     backend=self.backend)
@@ -353,11 +360,13 @@ class MKMMDLoss(nn.Module):
     $\sigma_0$ is ``sigma`` or, if None, the median heuristic on the current batch; $\gamma$ = ``multiplier``.
     DAN learns the kernel weights $\beta_u$; equal weights, as here, are the common practical choice.
     All bandwidths share one distance computation in the fused kernel. ``backend`` as in ``tl.mmd2``.
-    Shapes: ``source`` (n, d), ``target`` (m, d) → 0-dim tensor. Used in lesson 10.
+    Shapes: ``source`` (n, d), ``target`` (m, d) → 0-dim tensor. Used in lessons 10 and 17.
+    ``distributed=True`` (or a ``group``): the global-batch loss across ranks, see ``tlkit.distributed`` (its
+    gradient is scaled by the world size so that DDP's averaged gradients are the single-process gradient).
     """
 
     def __init__(self, num_kernels: int = 5, multiplier: float = 2.0, sigma: float | None = None,
-                 estimator: str = "biased", backend: str = "auto"):
+                 estimator: str = "biased", backend: str = "auto", distributed: bool = False, group=None):
         super().__init__()
         num_kernels = check_in_range(num_kernels, "num_kernels", low=1, high=MAX_BANDWIDTHS, integer=True)
         multiplier = check_in_range(multiplier, "multiplier", low=1, low_inclusive=False)
@@ -366,6 +375,7 @@ class MKMMDLoss(nn.Module):
         check_choice(backend, "backend", BACKENDS)
         self.num_kernels, self.multiplier, self.sigma, self.estimator = num_kernels, multiplier, sigma, estimator
         self.backend = backend
+        self.distributed, self.group = bool(distributed) or group is not None, group
 
     def bandwidths(self, source: torch.Tensor, target: torch.Tensor) -> list[float]:
         """The $K$ bandwidths $\\sigma_u$ used for this batch."""
@@ -374,6 +384,10 @@ class MKMMDLoss(nn.Module):
         return [base * self.multiplier ** (u - centre) for u in range(1, self.num_kernels + 1)]
 
     def forward(self, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.distributed:
+            return _distributed.mk_mmd2(source, target, self.num_kernels, self.multiplier, self.sigma,
+                                        estimator=self.estimator, group=self.group, ddp_scale=True,
+                                        backend=self.backend)
         source, target = _features(source, target)
         return mmd2(source, target, sigma=self.bandwidths(source, target), estimator=self.estimator,
                     backend=self.backend)
@@ -395,10 +409,18 @@ class CORALLoss(nn.Module):
     $$\ell_{\text{CORAL}} = \frac{1}{4d^2}\,\|C_s - C_t\|_F^2, \qquad
       C = \frac{1}{n-1}\Big(X^\top X - \frac{1}{n}(\mathbf 1^\top X)^\top(\mathbf 1^\top X)\Big)$$
 
-    Shapes: ``source`` (n, d), ``target`` (m, d), n, m ≥ 2, n ≠ m allowed → 0-dim tensor. Used in lesson 10.
+    Shapes: ``source`` (n, d), ``target`` (m, d), n, m ≥ 2, n ≠ m allowed → 0-dim tensor. Used in lessons 10, 17.
+    ``distributed=True`` (or a ``group``): the global-batch loss across ranks, see ``tlkit.distributed`` (its
+    gradient is scaled by the world size so that DDP's averaged gradients are the single-process gradient).
     """
 
+    def __init__(self, distributed: bool = False, group=None):
+        super().__init__()
+        self.distributed, self.group = bool(distributed) or group is not None, group
+
     def forward(self, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.distributed:
+            return _distributed.coral_loss(source, target, group=self.group, ddp_scale=True)
         source, target = _features(source, target)
         if source.shape[0] < 2 or target.shape[0] < 2:
             raise ValueError(f"CORAL needs at least 2 samples per domain, got source {source.shape[0]}, "
