@@ -18,7 +18,8 @@ from ._env import doctor, get_device, setup, show_source
 from ._version import __version__
 from .kernels import kernel_matmul, kernel_sum, median_bandwidth, mmd2, nearest
 
-_SUBPACKAGES = ("kernels", "instance", "metrics", "feature", "data", "parameter", "relational", "meta", "text")
+_SUBPACKAGES = ("kernels", "instance", "metrics", "feature", "data", "parameter", "relational", "meta", "text",
+                "training")
 
 __all__ = [
     "__version__", "setup", "get_device", "doctor", "show_source",
