@@ -308,6 +308,24 @@ def test_bad_inputs_raise_on_every_rank_quickly(ranks, case, message):
         assert seconds < 5.0
 
 
+def test_ddp_example_trains_with_two_processes_and_resumes(tmp_path):
+    checkpoint = tmp_path / "dan.pt"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def torchrun(steps):
+        command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr", "127.0.0.1",
+                   "--master_port", str(free_port()), str(ROOT / "examples" / "ddp_dan.py"), "--steps", str(steps),
+                   "--batch-size", "32", "--checkpoint", str(checkpoint)]
+        run = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+        return run.stdout
+
+    assert "world size 2, step 2," in torchrun(2)
+    resumed = torchrun(3)
+    assert "resumed from" in resumed and "at step 2" in resumed and "world size 2, step 3," in resumed
+    assert torch.load(checkpoint)["step"] == 3
+
+
 def test_without_a_process_group_it_is_the_single_process_op():
     import tlkit as tl
     import tlkit.distributed as td
