@@ -2,7 +2,7 @@
 
 A lesson may only quote what it measured: every decimal number (``0.853``, ``12.4 %``) and every integer
 percentage or ratio (``35 %``, ``3×``) in a markdown cell must appear in the outputs of the same notebook — or as
-a literal in its code, for the settings a lesson chose (``σ = 0.5``). A quoted number matches an output value
+a literal in its code, for the settings a lesson chose (``σ = 0.5``). Sizes such as ``64 × 64`` are not ratios. A quoted number matches an output value
 when the value, rounded to the quoted number of decimals, equals it; a percentage also matches a fraction
 (``39 %`` ↔ ``0.392``). Formulas (``$…$``), code spans, links, and references to sections, formulas, tables and
 versions (``§5.1``, ``formula 4.3``, ``Python 3.11``, and the article's section numbers in a cell about the article) are not quotes of a measurement. The references section at
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LESSONS = ROOT / "lessons"
 
 _NUMBER = r"\d+(?:\.\d+)?"
-QUOTED = re.compile(rf"(?<![\w.,/-])({_NUMBER})(?:\s*(%|％|×|x\b|倍|个百分点|percentage points|points))?(?![\w.]*\d)")
+QUOTED = re.compile(rf"(?<![\w.,/×-])({_NUMBER})(?:\s*(%|％|(?:×|x\b)(?!\s*\d)|倍|个百分点|percentage points|points))?(?![\w.]*\d)")
 OUTPUT_NUMBER = re.compile(r"(?<![\w.])-?(\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)")
 NOT_A_MEASUREMENT = re.compile(
     r"(§|formula[s]?|eq\.?|equation|section|sections|table|figure|fig\.|lesson[s]?|cell[s]?|step|chapter|"
