@@ -9,21 +9,38 @@ Links between lessons (``01_why_transfer.ipynb``, ``GLOSSARY.md``) are rewritten
     python scripts/make_book.py --out /tmp/book  # anywhere else (the tests do this)
 
 MathJax is copied into ``mathjax/`` from the ``jupyter-server-mathjax`` package, so the formulas render offline.
+
+The API reference (``api/``) is generated from the docstrings by pdoc (markdown docstrings, ``$...$`` and ``$$...$$``
+formulas, the book's own MathJax through ``scripts/pdoc_templates/math.html.jinja2``): one page per public module of
+``tlkit``. Each "lesson NN" a docstring names links to that lesson's page; each lesson page links to the reference and,
+for every object it shows with ``tl.show_source``, to that object's entry.
 """
 from __future__ import annotations
 
 import argparse
 import html
+import pkgutil
 import re
 import shutil
 from pathlib import Path
 
+import jinja2
+import markdown2
+import markupsafe
 import nbformat
+import pdoc
+import pdoc.render
 from nbconvert import HTMLExporter
 
 ROOT = Path(__file__).resolve().parents[1]
 LESSONS = ROOT / "lessons"
 DEFAULT_OUT = ROOT / "build" / "book"
+API_DIR = "api"
+API_INDEX = f"{API_DIR}/tlkit.html"
+PDOC_TEMPLATES = Path(__file__).resolve().parent / "pdoc_templates"
+# Formulas in docstrings: $$display$$ first, then $inline$ (a code span is matched first so that it is left alone).
+CODE_OR_MATH = re.compile(r"(`+)(?:.+?)\1|\$\$.+?\$\$|\$[^$\n]+?\$", flags=re.S)
+LESSON_MENTION = re.compile(r"\b(lessons?)((?:(?:\s|,\s*|\s+and\s+|\s*[–-]\s*)\d\d\b)+)")
 # Markdown pages of the book: source file name -> rendered page name.
 MARKDOWN_PAGES = {"GLOSSARY.md": "glossary.html", "TEACHING.md": "teaching.html"}
 
@@ -89,7 +106,7 @@ def rewrite_links(page_html: str) -> str:
 
     def replace(match: re.Match) -> str:
         target, anchor, text = match.group(1), match.group(2) or "", match.group(3)
-        if re.match(r"[a-z][a-z0-9+.-]*:|#|/", target):  # absolute URL, in-page anchor or absolute path: keep
+        if re.match(rf"[a-z][a-z0-9+.-]*:|#|/|{API_DIR}/|index\.html", target):  # URL, anchor, absolute path, API page: keep
             return match.group(0)
         rendered = page_name(target)
         return f'<a href="{rendered}{anchor}">{text}</a>' if rendered else text
@@ -119,7 +136,8 @@ def install_mathjax(out: Path) -> str:
 
 
 def standalone_page(title: str, body: str, mathjax_url: str, back_link: bool = True) -> str:
-    nav = '<nav><a href="index.html">← 目录 / Contents</a></nav>\n' if back_link else ""
+    nav = (f'<nav><a href="index.html">← 目录 / Contents</a> · <a href="{API_INDEX}">API reference</a></nav>\n'
+           if back_link else "")
     return (
         "<!DOCTYPE html>\n<html lang=\"zh-Hans\">\n<head>\n<meta charset=\"utf-8\">\n"
         f"<title>{html.escape(title)}</title>\n<style>{STYLE}</style>\n{MATHJAX_CONFIG}"
@@ -127,7 +145,7 @@ def standalone_page(title: str, body: str, mathjax_url: str, back_link: bool = T
     )
 
 
-def render_lessons(out: Path, mathjax_url: str) -> list[tuple[str, str]]:
+def render_lessons(out: Path, mathjax_url: str, api_anchors: dict[str, str]) -> list[tuple[str, str]]:
     """Write one HTML page per lesson; return ``(page, title)`` in course order."""
     exporter = HTMLExporter(template_name="lab", mathjax_url=mathjax_url)
     pages = []
@@ -135,16 +153,39 @@ def render_lessons(out: Path, mathjax_url: str) -> list[tuple[str, str]]:
         notebook = nbformat.read(path, as_version=4)
         title = lesson_title(notebook, path.stem)
         body, _ = exporter.from_notebook_node(notebook, resources={"metadata": {"name": title}})
-        body = add_index_link(body)
+        body = add_index_link(body, shown_api_links(notebook, api_anchors))
         page = path.with_suffix(".html").name
         (out / page).write_text(rewrite_links(body), encoding="utf-8")
         pages.append((page, title))
     return pages
 
 
-def add_index_link(page_html: str) -> str:
-    """Insert a link back to the index right after the opening ``<body ...>`` tag."""
-    nav = '<nav style="padding: 0.5rem 1rem"><a href="index.html">← 目录 / Contents</a></nav>'
+def shown_api_links(notebook: nbformat.NotebookNode, api_anchors: dict[str, str]) -> list[tuple[str, str]]:
+    """``(name, API link)`` for every object the lesson shows with ``tl.show_source(...)`` that has an API entry."""
+    links = {}
+    for cell in notebook.cells:
+        if cell.cell_type != "code":
+            continue
+        for target in re.findall(r"show_source\(\s*([\w.]+)\s*\)", cell.source):
+            name = re.sub(r"^(tl|tlkit)\.", "", target)
+            if (link := api_link(name, api_anchors)) is not None:
+                links[name] = link
+    return list(links.items())
+
+
+def api_link(name: str, api_anchors: dict[str, str]) -> str | None:
+    """The API-reference link of ``name`` (``KMM.fit``, ``feature.CORAL.fit``, ``mmd2``), if it has an entry."""
+    if name in api_anchors:
+        return api_anchors[name]
+    matches = [link for qualified, link in api_anchors.items() if qualified.endswith("." + name)]
+    return matches[0] if len(matches) == 1 else None
+
+
+def add_index_link(page_html: str, api_links: list[tuple[str, str]] = ()) -> str:
+    """Insert the navigation (index, API reference, the API entries the lesson shows) after the ``<body ...>`` tag."""
+    shown = "".join(f' · <a href="{link}"><code>{html.escape(name)}</code></a>' for name, link in api_links)
+    nav = (f'<nav style="padding: 0.5rem 1rem"><a href="index.html">← 目录 / Contents</a> · '
+           f'<a href="{API_INDEX}">API reference</a>{shown}</nav>')
     return re.sub(r"(<body[^>]*>)", lambda match: match.group(1) + nav, page_html, count=1)
 
 
@@ -171,20 +212,98 @@ def render_index(out: Path, lessons: list[tuple[str, str]], extras: list[tuple[s
         "<p>Every lesson as committed, with its outputs. To run them, open the notebooks in JupyterLab "
         "(<code>make lab</code>).</p>\n"
         f"<h2>课程 / Lessons</h2>\n<ul class=\"lessons\">\n{lesson_items}\n</ul>\n"
-        f"<h2>参考 / Reference</h2>\n<ul>\n{extra_items}\n</ul>\n"
+        f"<h2>参考 / Reference</h2>\n<ul>\n{extra_items}\n"
+        f'<li><a href="{API_INDEX}">API reference (tlkit)</a></li>\n</ul>\n'
     )
     (out / "index.html").write_text(standalone_page("tlkit course", body, mathjax_url, back_link=False),
                                     encoding="utf-8")
 
 
+def api_modules() -> list[str]:
+    """``tlkit`` and every public module below it (no leading underscore), e.g. ``tlkit.kernels``, ``tlkit.training``."""
+    import tlkit
+
+    return ["tlkit"] + sorted(info.name for info in pkgutil.walk_packages(tlkit.__path__, "tlkit.")
+                              if not any(part.startswith("_") for part in info.name.split("."))
+                              and info.name.count(".") == 1)
+
+
+def link_lessons(page_html: str, book_root: str) -> str:
+    """Link each "lesson NN" / "lessons 04 and 09" in text (not inside tags, code or links) to the lesson pages."""
+    pages = {path.name[:2]: path.with_suffix(".html").name for path in lesson_paths()}
+
+    def replace(match: re.Match) -> str:
+        numbers = re.sub(r"\d\d", lambda number: (f'<a href="{book_root}{pages[number.group(0)]}">{number.group(0)}</a>'
+                                                  if number.group(0) in pages else number.group(0)), match.group(2))
+        return match.group(1) + numbers
+
+    pieces, inside = [], 0
+    for piece in re.split(r"(<[^>]+>)", page_html):
+        if piece.startswith("<"):
+            tag = re.match(r"</?(\w+)", piece)
+            if tag and tag.group(1) in ("a", "code", "pre"):
+                inside += -1 if piece.startswith("</") else 1
+            pieces.append(piece)
+        else:
+            pieces.append(piece if inside else LESSON_MENTION.sub(replace, piece))
+    return "".join(pieces)
+
+
+def to_html_keeping_math(markdown_text: str, original=pdoc.render.env.filters["to_html"]):
+    """pdoc's markdown → HTML with every formula passed through untouched (markdown would eat ``\\{``, ``\\|``, ``_``)."""
+    formulas = []
+
+    def hide(match: re.Match) -> str:
+        if match.group(0).startswith("`"):
+            return match.group(0)
+        formulas.append(match.group(0))
+        return f"tlkitformula{len(formulas) - 1}x"
+
+    rendered = original(CODE_OR_MATH.sub(hide, markdown_text))
+    restore = lambda text: re.sub(r"tlkitformula(\d+)x", lambda m: html.escape(formulas[int(m.group(1))], quote=False), text)
+    restored = markdown2.UnicodeWithAttrs(restore(str(rendered)))
+    restored.toc_html = getattr(rendered, "toc_html", None)  # pdoc's module index reads it
+    return restored
+
+
+@jinja2.pass_context
+def linkify_with_lessons(context, text: str, *args, original=pdoc.render.env.filters["linkify"], **kwargs) -> str:
+    module = context.get("module")
+    book_root = "../" * (module.modulename.count(".") + 1 if module else 1)
+    return markupsafe.Markup(link_lessons(original(context, text, *args, **kwargs), book_root))
+
+
+def render_api(out: Path) -> dict[str, str]:
+    """Write the API reference to ``out/api`` with pdoc; return every public name → its link from the book root."""
+    pdoc.render.configure(docformat="markdown", math=True, show_source=True, template_directory=PDOC_TEMPLATES,
+                          footer_text="tlkit API reference")
+    pdoc.render.env.filters["to_html"] = to_html_keeping_math
+    pdoc.render.env.filters["linkify"] = linkify_with_lessons
+    modules = api_modules()
+    pdoc.pdoc(*modules, output_directory=out / API_DIR)
+    anchors = {}
+    for name in modules:
+        module = pdoc.doc.Module.from_name(name)
+        page = f"{API_DIR}/{name.replace('.', '/')}.html"
+        prefix = name.removeprefix("tlkit").lstrip(".")
+        for member in module.members.values():
+            nested = member.own_members if isinstance(member, pdoc.doc.Class) else []
+            for entry in [member, *nested]:
+                if not entry.name.startswith("_") or entry.name == "__call__":
+                    anchors[f"{prefix}.{entry.qualname}".lstrip(".")] = f"{page}#{entry.qualname}"
+    return anchors
+
+
 def build(out: Path) -> list[str]:
-    """Render the whole book into ``out``; return the names of the pages written (index first)."""
+    """Render the whole book into ``out``; return the names of the pages written (index first, API pages last)."""
     out.mkdir(parents=True, exist_ok=True)
     mathjax_url = install_mathjax(out)
-    lessons = render_lessons(out, mathjax_url)
+    api_anchors = render_api(out)
+    lessons = render_lessons(out, mathjax_url, api_anchors)
     extras = render_markdown_pages(out, mathjax_url)
     render_index(out, lessons, extras, mathjax_url)
-    return ["index.html"] + [page for page, _ in lessons + extras]
+    api_pages = sorted(str(path.relative_to(out)) for path in (out / API_DIR).rglob("*.html"))
+    return ["index.html"] + [page for page, _ in lessons + extras] + api_pages
 
 
 def main() -> None:
