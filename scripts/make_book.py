@@ -154,6 +154,8 @@ def render_lessons(out: Path, mathjax_url: str, api_anchors: dict[str, str]) -> 
         title = lesson_title(notebook, path.stem)
         body, _ = exporter.from_notebook_node(notebook, resources={"metadata": {"name": title}})
         body = add_index_link(body, shown_api_links(notebook, api_anchors))
+        # The lab template loads require.js (and widget managers) from a CDN; the book stays offline without them.
+        body = re.sub(r'<script[^>]*\ssrc="(?:https?:)?//[^"]*"[^>]*>\s*</script>', "", body)
         page = path.with_suffix(".html").name
         (out / page).write_text(rewrite_links(body), encoding="utf-8")
         pages.append((page, title))
@@ -174,11 +176,18 @@ def shown_api_links(notebook: nbformat.NotebookNode, api_anchors: dict[str, str]
 
 
 def api_link(name: str, api_anchors: dict[str, str]) -> str | None:
-    """The API-reference link of ``name`` (``KMM.fit``, ``feature.CORAL.fit``, ``mmd2``), if it has an entry."""
-    if name in api_anchors:
-        return api_anchors[name]
-    matches = [link for qualified, link in api_anchors.items() if qualified.endswith("." + name)]
-    return matches[0] if len(matches) == 1 else None
+    """The API-reference link of ``name`` (``KMM.fit``, ``feature.CORAL.fit``, ``mmd2``), if it has an entry.
+
+    A member without an entry of its own (``L2SP.__call__``) links to its class.
+    """
+    while name:
+        if name in api_anchors:
+            return api_anchors[name]
+        matches = [link for qualified, link in api_anchors.items() if qualified.endswith("." + name)]
+        if len(matches) == 1:
+            return matches[0]
+        name = name.rpartition(".")[0] if name.rpartition(".")[2].startswith("_") else ""
+    return None
 
 
 def add_index_link(page_html: str, api_links: list[tuple[str, str]] = ()) -> str:
@@ -289,7 +298,7 @@ def render_api(out: Path) -> dict[str, str]:
         for member in module.members.values():
             nested = member.own_members if isinstance(member, pdoc.doc.Class) else []
             for entry in [member, *nested]:
-                if not entry.name.startswith("_") or entry.name == "__call__":
+                if not entry.name.startswith("_"):  # pdoc shows no private or dunder member
                     anchors[f"{prefix}.{entry.qualname}".lstrip(".")] = f"{page}#{entry.qualname}"
     return anchors
 

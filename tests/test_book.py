@@ -1,5 +1,7 @@
 """`make book` renders every lesson, the glossary and the teaching guide to a static site whose links all resolve."""
+import functools
 import html
+import importlib
 import importlib.util
 import re
 from html.parser import HTMLParser
@@ -53,7 +55,8 @@ def book(tmp_path_factory):
 def test_every_lesson_glossary_and_teaching_guide_has_a_page(book):
     out, pages = book
     expected = ["index.html"] + [path.with_suffix(".html").name for path in LESSONS] + ["glossary.html", "teaching.html"]
-    assert pages == expected
+    assert pages[:len(expected)] == expected
+    assert all(page.startswith(make_book.API_DIR + "/") for page in pages[len(expected):])
     for page in expected:
         assert (out / page).stat().st_size > 0, page
 
@@ -62,7 +65,8 @@ def test_index_links_every_page_under_its_title(book):
     out, pages = book
     index = (out / "index.html").read_text(encoding="utf-8")
     linked = {urlsplit(link).path for link in references(out / "index.html").hrefs}
-    assert linked == set(pages) - {"index.html"}
+    assert linked == {page for page in pages if not page.startswith(make_book.API_DIR + "/")} - {"index.html"} | {
+        make_book.API_INDEX}
     for path in LESSONS:
         title = make_book.lesson_title(nbformat.read(path, as_version=4), path.stem)
         assert re.match(r"\d\d · ", title), f"{path.name}: first heading should read 'NN · 中文 / English'"
@@ -75,7 +79,7 @@ def test_every_relative_link_and_source_resolves(book):
     for page in pages:
         found = references(out / page)
         for link in found.hrefs + found.srcs:
-            if is_relative_file_link(link) and not (out / unquote(urlsplit(link).path)).is_file():
+            if is_relative_file_link(link) and not ((out / page).parent / unquote(urlsplit(link).path)).is_file():
                 broken.append(f"{page}: {link}")
     assert broken == []
 
@@ -85,8 +89,85 @@ def test_every_page_loads_the_bundled_mathjax(book):
     # that the file is there), never from a CDN.
     out, pages = book
     for page in pages:
+        if page == f"{make_book.API_DIR}/index.html":
+            continue  # pdoc's list of modules: no formulas
         scripts = [src for src in references(out / page).srcs if "mathjax" in src.lower()]
-        assert scripts and all(src.startswith("mathjax/MathJax.js?config=") for src in scripts), (page, scripts)
+        assert scripts and all(re.fullmatch(r"(\.\./)*mathjax/MathJax\.js\?config=.*", src) for src in scripts), (page, scripts)
+        assert (out / page).parent.joinpath(urlsplit(scripts[0]).path).resolve().is_file(), page
+
+
+def test_no_page_loads_anything_from_the_network(book):
+    out, pages = book
+    remote = []
+    for page in pages:
+        text = (out / page).read_text(encoding="utf-8")
+        remote += [f"{page}: {src}" for src in references(out / page).srcs if re.match(r"(https?:)?//", src)]
+        remote += [f"{page}: {link}" for link in re.findall(r'<link[^>]*href="((?:https?:)?//[^"]*)"', text)]
+        remote += [f"{page}: @import {url}" for url in re.findall(r"@import\s+(?:url\()?[\"']?((?:https?:)?//[^\"')]*)", text)]
+    assert remote == []
+
+
+def test_every_public_name_has_an_api_entry(book):
+    import tlkit
+
+    out, _ = book
+    assert set(make_book.api_modules()) >= {"tlkit"} | {f"tlkit.{name}" for name in tlkit._SUBPACKAGES}
+    missing = []
+    for module_name in make_book.api_modules():
+        module = importlib.import_module(module_name)
+        public = getattr(module, "__all__", [n for n in vars(module) if not n.startswith("_")])
+        page = out / make_book.API_DIR / (module_name.replace(".", "/") + ".html")
+        text = page.read_text(encoding="utf-8")
+        for name in public:
+            if isinstance(getattr(module, name), type(module)):
+                continue  # a subpackage: its own page
+            if f'id="{name}"' not in text:
+                missing.append(f"{module_name}.{name}")
+    assert missing == []
+
+
+def test_api_entries_link_the_lessons_and_lessons_link_the_api(book):
+    out, _ = book
+    metrics = (out / make_book.API_DIR / "tlkit" / "metrics.html").read_text(encoding="utf-8")
+    assert '<a href="../../04_measuring_shift.html">04</a>' in metrics  # mmd_test: "Used in lesson 04"
+    for path in LESSONS:
+        notebook = nbformat.read(path, as_version=4)
+        page = out / path.with_suffix(".html").name
+        hrefs = references(page).hrefs
+        assert make_book.API_INDEX in hrefs, path.name
+        shown = re.findall(r"show_source\(\s*(tl\.[\w.]+)\s*\)", "\n".join(
+            cell.source for cell in notebook.cells if cell.cell_type == "code"))
+        for target in shown:
+            link = make_book.api_link(target.removeprefix("tl."), api_anchors())
+            assert link in hrefs, (path.name, target)
+            api_page, anchor = link.split("#")
+            assert f'id="{anchor}"' in (out / api_page).read_text(encoding="utf-8"), link
+
+
+@functools.cache
+def api_anchors() -> dict[str, str]:
+    """Every API entry's link, read from pdoc's model of the package (as the builder does)."""
+    import pdoc.doc
+
+    anchors = {}
+    for name in make_book.api_modules():
+        prefix = name.removeprefix("tlkit").lstrip(".")
+        for member in pdoc.doc.Module.from_name(name).members.values():
+            nested = member.own_members if isinstance(member, pdoc.doc.Class) else []
+            for entry in [member, *nested]:
+                if not entry.name.startswith("_"):
+                    anchors[f"{prefix}.{entry.qualname}".lstrip(".")] = (
+                        f"{make_book.API_DIR}/{name.replace('.', '/')}.html#{entry.qualname}")
+    return anchors
+
+
+def test_formulas_reach_the_api_pages_in_mathjax_delimiters(book):
+    out, _ = book
+    meta = (out / make_book.API_DIR / "tlkit" / "meta.html").read_text(encoding="utf-8")
+    # markdown must not eat the TeX escapes: \{ survives, no <em> inside a formula
+    assert r"$S = \{(x_i, y_i)\}_{i=1}^{NK}$" in meta
+    formulas = re.findall(r"\$\$.+?\$\$|\$[^$\n]+?\$", meta, flags=re.S)
+    assert formulas and not any("<em>" in formula for formula in formulas)
 
 
 def test_lesson_pages_keep_their_outputs(book):
