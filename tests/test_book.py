@@ -189,3 +189,11 @@ def test_links_between_lessons_point_to_rendered_pages():
     assert '<a href="glossary.html">terms</a>' in rewritten
     assert "__init__.py" not in rewritten and " code " in rewritten  # no page for it: kept as plain text
     assert '<a href="https://example.org/x.ipynb">web</a>' in rewritten
+
+
+def test_docstrings_use_one_math_syntax():
+    # pdoc renders markdown docstrings: formulas are $inline$ and $$display$$, never reStructuredText's math roles.
+    rst_math = [f"{path.relative_to(ROOT)}:{number}" for path in sorted((ROOT / "tlkit").rglob("*.py"))
+                for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+                if re.search(r":math:`|\.\. math::", line)]
+    assert rst_math == []

@@ -186,11 +186,11 @@ def _describe_range(low, high, low_inclusive: bool, high_inclusive: bool) -> str
 
 def check_in_range(value, name: str, low=None, high=None, *, integer: bool = False, low_inclusive: bool = True,
                    high_inclusive: bool = True):
-    r"""Return ``value`` as a Python ``int`` (``integer=True``) or ``float`` after checking :math:`v \in [l, h]`.
+    r"""Return ``value`` as a Python ``int`` (``integer=True``) or ``float`` after checking $v \in [l, h]$.
 
     Any real numeric type is accepted — Python, numpy (``np.int64(5)``), a 0-dim array or tensor — but not
     ``bool``; an integer parameter refuses non-integral types (``2.0`` included). ``low`` / ``high`` of ``None``
-    leave that side open; ``low_inclusive`` / ``high_inclusive`` choose :math:`[` or :math:`(`. Floats must be
+    leave that side open; ``low_inclusive`` / ``high_inclusive`` choose $[$ or $($. Floats must be
     finite. Errors read ``"<name> must be an integer in [1, 800], got 0"`` (``TypeError`` for a wrong type,
     ``ValueError`` for a value out of range). The one number check of every tlkit estimator and function.
     """
@@ -213,12 +213,12 @@ def check_in_range(value, name: str, low=None, high=None, *, integer: bool = Fal
 
 
 def check_positive_int(value, name: str, minimum: int = 1) -> int:
-    r"""Return ``value`` as an ``int`` after checking it is an integer :math:`\ge` ``minimum`` (default 1)."""
+    r"""Return ``value`` as an ``int`` after checking it is an integer $\ge$ ``minimum`` (default 1)."""
     return check_in_range(value, name, low=minimum, integer=True)
 
 
 def check_positive(value, name: str, allow_zero: bool = False) -> float:
-    r"""Return ``value`` as a finite ``float`` :math:`> 0` (:math:`\ge 0` with ``allow_zero``)."""
+    r"""Return ``value`` as a finite ``float`` $> 0$ ($\ge 0$ with ``allow_zero``)."""
     return check_in_range(value, name, low=0, low_inclusive=allow_zero)
 
 
@@ -316,7 +316,7 @@ def check_choice(value, name: str, choices) -> str:
 
 
 def check_bandwidths(sigma, name: str = "sigma", max_count: int | None = None) -> list[float]:
-    r"""Kernel bandwidths :math:`\sigma_1, \dots, \sigma_S > 0` as a list of Python floats.
+    r"""Kernel bandwidths $\sigma_1, \dots, \sigma_S > 0$ as a list of Python floats.
 
     ``sigma`` is one number of any real type (Python, numpy, a 0-dim tensor) or a non-empty sequence, array or
     tensor of them; at most ``max_count`` of them.

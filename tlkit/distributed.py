@@ -4,7 +4,7 @@ Each rank holds its local rows of the source ``x`` (n_r, d) and target ``y`` (m_
 loss of the **global** samples (all ranks' rows concatenated in rank order), the same value on every rank.
 MMD-type losses all-gather the features (no rank holds more than (n + m)·d of them) and compute only their own row
 block of the kernel sums with the fused kernel (``tl.kernels``: never a kernel matrix); the partial sums are
-all-reduced. CORAL all-reduces :math:`\sum x` and :math:`\sum x^\top x`. With no initialised process group (or
+all-reduced. CORAL all-reduces $\sum x$ and $\sum x^\top x$. With no initialised process group (or
 ``group`` of one rank) each function is the single-process op.
 
 Gradients. ``backward`` gives each rank the gradient of the global loss with respect to its own rows: the
@@ -100,10 +100,10 @@ class _ScaleGradient(torch.autograd.Function):
 
 
 def gather_rows(local: torch.Tensor, group=None, counts: Sequence[int] | None = None) -> torch.Tensor:
-    r"""Differentiable all-gather of row blocks: :math:`X = [X_0; X_1; \dots; X_{W-1}]` on every rank.
+    r"""Differentiable all-gather of row blocks: $X = [X_0; X_1; \dots; X_{W-1}]$ on every rank.
 
     Shapes: ``local`` (n_r, ...) → (Σ_r n_r, ...); unequal n_r allowed (``counts``, if known, saves one collective).
-    Backward: :math:`\partial L / \partial X_r = \sum_{r'} \big(\partial L_{r'} / \partial X\big)_{\text{rows of } r}`
+    Backward: $\partial L / \partial X_r = \sum_{r'} \big(\partial L_{r'} / \partial X\big)_{\text{rows of } r}$
     — the gathered gradient is all-reduced, then sliced. Used in lesson 17.
     """
     rank, size = world(group)
@@ -115,8 +115,8 @@ def gather_rows(local: torch.Tensor, group=None, counts: Sequence[int] | None = 
 
 
 def all_sum(local: torch.Tensor, group=None) -> torch.Tensor:
-    r"""Differentiable all-reduce (sum) :math:`S = \sum_r s_r` with the identity backward
-    (:math:`\partial L / \partial s_r = \partial L / \partial S` when every rank computes the same :math:`L(S)`).
+    r"""Differentiable all-reduce (sum) $S = \sum_r s_r$ with the identity backward
+    ($\partial L / \partial s_r = \partial L / \partial S$ when every rank computes the same $L(S)$).
     Any shape → the same shape. Used in lesson 17."""
     return local if world(group)[1] == 1 else _AllSum.apply(local, group)
 
@@ -206,14 +206,14 @@ def _mmd2_sharded(x, y, counts_x, counts_y, sigmas, kernel, estimator, group, ba
 
 def mmd2(x, y, sigma=None, kernel: str = "gaussian", estimator: str = "biased", group=None,
          ddp_scale: bool = False, backend: str = "auto") -> torch.Tensor:
-    r"""MMD² of the global samples :math:`X = [X_0; \dots; X_{W-1}]`, :math:`Y = [Y_0; \dots; Y_{W-1}]`.
+    r"""MMD² of the global samples $X = [X_0; \dots; X_{W-1}]$, $Y = [Y_0; \dots; Y_{W-1}]$.
 
-    .. math:: \mathrm{MMD}^2 = c_{xx} \sum_r \mathbf 1^\top K(X_r, X)\mathbf 1 + c_{yy} \sum_r \mathbf 1^\top
-              K(Y_r, Y)\mathbf 1 + c_{xy} \sum_r \mathbf 1^\top K(X_r, Y)\mathbf 1 + c_0
+    $$\mathrm{MMD}^2 = c_{xx} \sum_r \mathbf 1^\top K(X_r, X)\mathbf 1 + c_{yy} \sum_r \mathbf 1^\top
+      K(Y_r, Y)\mathbf 1 + c_{xy} \sum_r \mathbf 1^\top K(X_r, Y)\mathbf 1 + c_0$$
 
-    biased: :math:`c_{xx} = 1/n^2, c_{yy} = 1/m^2, c_{xy} = -2/(nm), c_0 = 0`; unbiased:
-    :math:`c_{xx} = 1/(n(n-1)), c_{yy} = 1/(m(m-1)), c_{xy} = -2/(nm), c_0 = -(n c_{xx} + m c_{yy})`
-    (:math:`k(z, z) = 1` removed), with :math:`n = \sum_r n_r`, :math:`m = \sum_r m_r`. Rank r computes the
+    biased: $c_{xx} = 1/n^2, c_{yy} = 1/m^2, c_{xy} = -2/(nm), c_0 = 0$; unbiased:
+    $c_{xx} = 1/(n(n-1)), c_{yy} = 1/(m(m-1)), c_{xy} = -2/(nm), c_0 = -(n c_{xx} + m c_{yy})$
+    ($k(z, z) = 1$ removed), with $n = \sum_r n_r$, $m = \sum_r m_r$. Rank r computes the
     sums over its own rows with the fused ``kernel_matmul`` and the sums are all-reduced.
     ``sigma=None``: :func:`tlkit.median_bandwidth` of the gathered global samples (the same on every rank and
     as in the single-process op); a sequence averages the kernels.
@@ -238,9 +238,9 @@ def mk_mmd2(x, y, num_kernels: int = 5, multiplier: float = 2.0, sigma: float | 
             estimator: str = "biased", group=None, ddp_scale: bool = False, backend: str = "auto") -> torch.Tensor:
     r"""Multi-kernel MMD² of DAN on the global samples: :func:`mmd2` with the mean of Gaussian kernels at
 
-    .. math:: \sigma_u = \sigma_0\,\gamma^{\,u - \lceil K/2 \rceil}, \quad u = 1, \dots, K
+    $$\sigma_u = \sigma_0\,\gamma^{\,u - \lceil K/2 \rceil}, \quad u = 1, \dots, K$$
 
-    (:math:`\sigma_0` = ``sigma`` or the global median heuristic, :math:`\gamma` = ``multiplier``, K =
+    ($\sigma_0$ = ``sigma`` or the global median heuristic, $\gamma$ = ``multiplier``, K =
     ``num_kernels``), as ``tl.feature.MKMMDLoss``. Shapes as :func:`mmd2`. Used in lesson 17.
     """
     num_kernels = check.check_in_range(num_kernels, "num_kernels", low=1, high=MAX_BANDWIDTHS, integer=True)
@@ -259,10 +259,10 @@ def joint_mmd2(xs: Sequence, ys: Sequence, sigmas: Sequence[float] | None = None
                group=None, ddp_scale: bool = False, backend: str = "auto") -> torch.Tensor:
     r"""Joint MMD² of JAN (Long et al. 2017) over L layers on the global samples, with the product kernel
 
-    .. math:: k(a, b) = \prod_{l=1}^{L} \exp\!\Big(-\frac{\lVert a^l - b^l\rVert^2}{2\sigma_l^2}\Big)
-              = \exp\!\Big(-\tfrac12 \big\lVert [a^l/\sigma_l]_l - [b^l/\sigma_l]_l \big\rVert^2\Big)
+    $$k(a, b) = \prod_{l=1}^{L} \exp\!\Big(-\frac{\lVert a^l - b^l\rVert^2}{2\sigma_l^2}\Big)
+      = \exp\!\Big(-\tfrac12 \big\lVert [a^l/\sigma_l]_l - [b^l/\sigma_l]_l \big\rVert^2\Big)$$
 
-    so it is :func:`mmd2` with σ = 1 on the concatenation of the layers scaled by :math:`1/\sigma_l`.
+    so it is :func:`mmd2` with σ = 1 on the concatenation of the layers scaled by $1/\sigma_l$.
     One Gaussian per layer (JAN's multi-kernel sum per layer does not factor this way — not covered).
     ``sigmas=None``: each layer's global median heuristic.
     Shapes: ``xs`` / ``ys`` lists of L tensors (n_r, d_l) / (m_r, d_l) → 0-dim float64. Used in lesson 17.
@@ -290,8 +290,8 @@ def joint_mmd2(xs: Sequence, ys: Sequence, sigmas: Sequence[float] | None = None
 def coral_loss(x, y, group=None, ddp_scale: bool = False) -> torch.Tensor:
     r"""Deep CORAL loss of the global samples from all-reduced moments (no features are gathered):
 
-    .. math:: \ell = \frac{1}{4d^2}\lVert C_x - C_y\rVert_F^2, \qquad
-              C = \frac{1}{n-1}\Big(\sum_r X_r^\top X_r - \frac{1}{n} s s^\top\Big), \quad s = \sum_r X_r^\top \mathbf 1
+    $$\ell = \frac{1}{4d^2}\lVert C_x - C_y\rVert_F^2, \qquad
+      C = \frac{1}{n-1}\Big(\sum_r X_r^\top X_r - \frac{1}{n} s s^\top\Big), \quad s = \sum_r X_r^\top \mathbf 1$$
 
     Shapes: ``x`` (n_r, d), ``y`` (m_r, d) per rank, ≥ 1 row each and ≥ 2 in total → 0-dim tensor of the
     input dtype (float32 or float64), as ``tl.feature.CORALLoss``. Used in lesson 17.
@@ -313,11 +313,11 @@ def mmd_test(Xs, Xt, n_permutations: int = 1000, sigma=None, kernel: str = "gaus
              batch_size: int = 256, group=None, backend: str = "auto") -> tuple[float, float]:
     r"""``tl.metrics.mmd_test`` on sharded samples: the same unbiased statistic and permutation p-value
 
-    .. math:: p = \frac{1 + \#\{b : T_b \ge T\}}{1 + B}
+    $$p = \frac{1 + \#\{b : T_b \ge T\}}{1 + B}$$
 
     as the single-process test on the concatenated data with the same ``random_state``. Every rank draws the same
-    splits of the pooled global sample :math:`z = [X; Y]`, computes :math:`K(z_r, z)\,V` for its own rows
-    :math:`z_r` only, and the quadratic forms of each batch are all-reduced (2·``batch_size`` numbers).
+    splits of the pooled global sample $z = [X; Y]$, computes $K(z_r, z)\,V$ for its own rows
+    $z_r$ only, and the quadratic forms of each batch are all-reduced (2·``batch_size`` numbers).
     Shapes: ``Xs`` (n_r, d), ``Xt`` (m_r, d) per rank, ≥ 1 row each, ≥ 2 in total → ``(statistic, p_value)``
     floats, equal on every rank. Used in lesson 17.
     """

@@ -74,18 +74,18 @@ def digits_shift(shift: str = "rotation", angle: float = 30.0, noise_std: float 
     - ``"rotation"``: rotated by ``angle`` degrees (bilinear; the canvas outside the image counts as
       ink-free, ``mode="grid-constant"``, so a tiny angle keeps every pixel — the default ``"constant"`` mode
       erases border pixels at any angle);
-    - ``"noise"``: :math:`x + \varepsilon`, :math:`\varepsilon \sim \mathcal N(0, \texttt{noise\_std}^2)`, clipped
+    - ``"noise"``: $x + \varepsilon$, $\varepsilon \sim \mathcal N(0, \texttt{noise\_std}^2)$, clipped
       to [0, 1];
-    - ``"inversion"``: :math:`1 - x`;
-    - ``"mnistm"``: an MNIST-M-style colour blend (Ganin & Lempitsky 2015), :math:`|p - x|` per RGB channel with
-      :math:`p` a random patch of scikit-learn's sample photos; the source digits are then grey RGB (the digit
+    - ``"inversion"``: $1 - x$;
+    - ``"mnistm"``: an MNIST-M-style colour blend (Ganin & Lempitsky 2015), $|p - x|$ per RGB channel with
+      $p$ a random patch of scikit-learn's sample photos; the source digits are then grey RGB (the digit
       in all three channels) so both domains have 3 channels.
 
     ``image_size`` resizes the images (bilinear) before the shift. All are covariate shifts of the images
     with the labels unchanged.
 
     Returns :class:`DomainShift`: float32 images, ``(n, c·s·s)`` if ``flatten`` else ``(n, c, s, s)``
-    (:math:`s` = ``image_size``, :math:`c` = 3 for ``"mnistm"`` else 1); int64 labels 0–9; n_s = 899, n_t = 898.
+    ($s$ = ``image_size``, $c$ = 3 for ``"mnistm"`` else 1); int64 labels 0–9; n_s = 899, n_t = 898.
     Used in lessons 09 and 10.
     """
     if shift not in DIGIT_SHIFTS:
@@ -143,11 +143,11 @@ def moons_shift(shift: str = "covariate", n_source: int = 500, n_target: int = 5
     Points lie at arc positions drawn uniformly at random (so two domains never share positions), plus
     Gaussian noise of standard deviation ``noise``; the classes are balanced before any shift.
 
-    - ``"covariate"``: :math:`p(y \mid x)` fixed, :math:`p(x)` moves — both domains are drawn from one large
-      moons pool with selection probabilities :math:`\propto \operatorname{sigmoid}(\mp 2.5\,(x_1 - 0.5))`, the
+    - ``"covariate"``: $p(y \mid x)$ fixed, $p(x)$ moves — both domains are drawn from one large
+      moons pool with selection probabilities $\propto \operatorname{sigmoid}(\mp 2.5\,(x_1 - 0.5))$, the
       source favouring the left, the target the right;
-    - ``"label"``: :math:`p(x \mid y)` fixed, :math:`p(y)` moves — balanced source, target with 80 % class 0;
-    - ``"conditional"``: :math:`p(y)` fixed, :math:`p(x \mid y)` moves — the target's class-1 moon is shifted by
+    - ``"label"``: $p(x \mid y)$ fixed, $p(y)$ moves — balanced source, target with 80 % class 0;
+    - ``"conditional"``: $p(y)$ fixed, $p(x \mid y)$ moves — the target's class-1 moon is shifted by
       (0, +0.5), towards class 0;
     - ``"rotation"``: the target is rotated by ``angle`` degrees about the centre (0.5, 0.25) — the classic
       DANN toy.
@@ -199,11 +199,11 @@ SHIMODAIRA_TARGET = (0.0, 0.3)
 def shimodaira_toy(n_source: int = 100, n_target: int = 100, noise: float = 0.3, random_state=0) -> DomainShift:
     r"""The sample-selection-bias regression toy of Shimodaira (2000), also used by Huang et al. (2007) for KMM.
 
-    .. math:: y = -x + x^3 + \varepsilon, \quad \varepsilon \sim \mathcal N(0, 0.3^2), \qquad
-              x^s \sim \mathcal N(0.5, 0.5^2), \quad x^t \sim \mathcal N(0, 0.3^2)
+    $$y = -x + x^3 + \varepsilon, \quad \varepsilon \sim \mathcal N(0, 0.3^2), \qquad
+      x^s \sim \mathcal N(0.5, 0.5^2), \quad x^t \sim \mathcal N(0, 0.3^2)$$
 
     A linear model fitted on the source fits the cubic where the source is dense; weighting by the true
-    importance :math:`w(x) = p_t(x)/p_s(x)` (:func:`shimodaira_importance`) recovers the fit the target needs.
+    importance $w(x) = p_t(x)/p_s(x)$ (:func:`shimodaira_importance`) recovers the fit the target needs.
 
     Returns :class:`DomainShift`: float64 ``Xs`` (n_source, 1), ``ys`` (n_source,), ``Xt`` (n_target, 1), ``yt``.
     Used in lesson 05.
@@ -222,7 +222,7 @@ def shimodaira_toy(n_source: int = 100, n_target: int = 100, noise: float = 0.3,
 
 def shimodaira_importance(X) -> np.ndarray:
     r"""True importance weight of :func:`shimodaira_toy`:
-    :math:`w(x) = \mathcal N(x; 0, 0.3^2) \,/\, \mathcal N(x; 0.5, 0.5^2)`. ``X`` (n, 1) or (n,) → (n,)."""
+    $w(x) = \mathcal N(x; 0, 0.3^2) \,/\, \mathcal N(x; 0.5, 0.5^2)$. ``X`` (n, 1) or (n,) → (n,)."""
     x = np.asarray(X, dtype=np.float64)
     if x.ndim == 2 and x.shape[1] == 1:
         x = x[:, 0]
@@ -235,10 +235,10 @@ def biased_diabetes(strength: float = 1.5, random_state=0) -> DomainShift:
     r"""scikit-learn's diabetes regression (442 patients, 10 standardised features) with a biased source sample.
 
     Each patient enters the source with probability
-    :math:`\pi(x) = \operatorname{sigmoid}(-\texttt{strength}\cdot z_{\mathrm{bmi}}(x))` (:math:`z_{\mathrm{bmi}}`
+    $\pi(x) = \operatorname{sigmoid}(-\texttt{strength}\cdot z_{\mathrm{bmi}}(x))$ ($z_{\mathrm{bmi}}$
     the z-scored body-mass index), the others form the target: the source over-represents low BMI — sample
-    selection bias as in Huang et al. (2007). :math:`p(y \mid x)` is the same in both; the true importance is
-    :math:`w(x) \propto (1 - \pi(x))/\pi(x)`.
+    selection bias as in Huang et al. (2007). $p(y \mid x)$ is the same in both; the true importance is
+    $w(x) \propto (1 - \pi(x))/\pi(x)$.
 
     Returns :class:`DomainShift`: float64 ``Xs`` (n_s, 10), ``ys`` (n_s,), ``Xt`` (n_t, 10), ``yt``;
     n_s + n_t = 442, about half each. Used in lesson 05.

@@ -27,7 +27,7 @@ DOMAINS = ("source", "target")
 
 
 def _matrix_power(symmetric: np.ndarray, power: float) -> np.ndarray:
-    """:math:`C^p = V \\operatorname{diag}(\\lambda^p) V^\\top` for a symmetric positive definite C."""
+    """$C^p = V \\operatorname{diag}(\\lambda^p) V^\\top$ for a symmetric positive definite C."""
     values, vectors = np.linalg.eigh(symmetric)
     return (vectors * values**power) @ vectors.T
 
@@ -78,16 +78,15 @@ class _Aligner(BaseEstimator):
 class CORAL(_Aligner):
     r"""CORrelation ALignment (Sun, Feng & Saenko, 2016): recolour the source with the target covariance.
 
-    .. math::
-        C_s = \operatorname{cov}(X_s) + \lambda I, \quad C_t = \operatorname{cov}(X_t) + \lambda I, \qquad
-        X_s^{*} = X_s\, C_s^{-1/2}\, C_t^{1/2}
+    $$C_s = \operatorname{cov}(X_s) + \lambda I, \quad C_t = \operatorname{cov}(X_t) + \lambda I, \qquad
+      X_s^{*} = X_s\, C_s^{-1/2}\, C_t^{1/2}$$
 
-    :math:`C_s^{-1/2}` whitens the source, :math:`C_t^{1/2}` re-colours it, so :math:`\operatorname{cov}(X_s^*)
-    = C_t^{1/2} C_s^{-1/2} \operatorname{cov}(X_s) C_s^{-1/2} C_t^{1/2}` equals :math:`C_t` up to the
-    regulariser. :math:`\lambda` = ``reg`` (the paper uses 1 on standardised features) keeps :math:`C_s`
-    invertible. The target is left as it is; a classifier trained on :math:`X_s^*` is applied to :math:`X_t`.
+    $C_s^{-1/2}$ whitens the source, $C_t^{1/2}$ re-colours it, so $\operatorname{cov}(X_s^*)
+    = C_t^{1/2} C_s^{-1/2} \operatorname{cov}(X_s) C_s^{-1/2} C_t^{1/2}$ equals $C_t$ up to the
+    regulariser. $\lambda$ = ``reg`` (the paper uses 1 on standardised features) keeps $C_s$
+    invertible. The target is left as it is; a classifier trained on $X_s^*$ is applied to $X_t$.
     The paper transforms the raw features; ``center=True`` also moves the source mean onto the target mean,
-    :math:`X_s^* = (X_s - \bar x_s) C_s^{-1/2} C_t^{1/2} + \bar x_t`.
+    $X_s^* = (X_s - \bar x_s) C_s^{-1/2} C_t^{1/2} + \bar x_t$.
 
     Shapes: ``Xs`` (n_s, d), ``Xt`` (n_t, d) → ``transform_matrix_`` (d, d). Used in lesson 09.
     """
@@ -108,7 +107,7 @@ class CORAL(_Aligner):
         return self
 
     def transform(self, X, domain: str = "source"):
-        """Source rows (n, d) → :math:`X C_s^{-1/2} C_t^{1/2}`; target rows keep their values (a new float64 array,
+        """Source rows (n, d) → $X C_s^{-1/2} C_t^{1/2}$; target rows keep their values (a new float64 array,
         or tensor like ``X``, as for the source)."""
         x = self._check_transform_input(X, domain)
         if domain == "target":
@@ -123,24 +122,23 @@ class CORAL(_Aligner):
 class TCA(_Aligner):
     r"""Transfer component analysis (Pan, Tsang, Kwok & Yang, 2011): a kernel embedding with small MMD.
 
-    On the pooled sample :math:`X = [X_s; X_t]` (:math:`n = n_s + n_t`) with kernel matrix :math:`K`,
-    :math:`L = e e^\top` where :math:`e_i = 1/n_s` on source rows and :math:`-1/n_t` on target rows (so
-    :math:`\operatorname{tr}(W^\top K L K W)` is the squared MMD of the embedding :math:`Z = K W`), and the
-    centring matrix :math:`H = I - \frac1n \mathbf 1 \mathbf 1^\top`, TCA solves
+    On the pooled sample $X = [X_s; X_t]$ ($n = n_s + n_t$) with kernel matrix $K$,
+    $L = e e^\top$ where $e_i = 1/n_s$ on source rows and $-1/n_t$ on target rows (so
+    $\operatorname{tr}(W^\top K L K W)$ is the squared MMD of the embedding $Z = K W$), and the
+    centring matrix $H = I - \frac1n \mathbf 1 \mathbf 1^\top$, TCA solves
 
-    .. math::
-        \min_W\ \operatorname{tr}(W^\top K L K W) + \mu \operatorname{tr}(W^\top W)
-        \quad \text{s.t.} \quad W^\top K H K W = I,
+    $$\min_W\ \operatorname{tr}(W^\top K L K W) + \mu \operatorname{tr}(W^\top W)
+      \quad \text{s.t.} \quad W^\top K H K W = I,$$
 
-    whose solution is the :math:`k` leading eigenvectors of the symmetric generalised eigenproblem
+    whose solution is the $k$ leading eigenvectors of the symmetric generalised eigenproblem
 
-    .. math:: K H K\, w = \lambda\, (K L K + \mu I)\, w,
+    $$K H K\, w = \lambda\, (K L K + \mu I)\, w,$$
 
     solved with ``scipy.linalg.eigh`` (both sides symmetric, the right one positive definite): the eigenvalues
-    are real, never complex as with ``eig`` on :math:`(KLK + \mu I)^{-1} KHK`. The eigenvectors come
-    normalised as ``eigh`` returns them, :math:`W^\top (KLK + \mu I) W = I` (a per-component rescaling of the
+    are real, never complex as with ``eig`` on $(KLK + \mu I)^{-1} KHK$. The eigenvectors come
+    normalised as ``eigh`` returns them, $W^\top (KLK + \mu I) W = I$ (a per-component rescaling of the
     paper's constraint, same directions). New samples embed as
-    :math:`z = W^\top k(X, x)`, from either domain. ``kernel`` is ``"linear"``, ``"gaussian"`` or
+    $z = W^\top k(X, x)$, from either domain. ``kernel`` is ``"linear"``, ``"gaussian"`` or
     ``"laplacian"`` (bandwidth ``sigma``, default the median heuristic).
 
     Shapes: ``Xs`` (n_s, d), ``Xt`` (n_t, d) → ``components_`` W (n, k), ``eigenvalues_`` (k,) descending;
@@ -188,7 +186,7 @@ class TCA(_Aligner):
         return self
 
     def transform(self, X, domain: str = "source"):
-        """Embed rows of either domain: :math:`Z = k(X, X_{\\mathrm{fit}})\\, W`, (m, d) → (m, k)."""
+        """Embed rows of either domain: $Z = k(X, X_{\\mathrm{fit}})\\, W$, (m, d) → (m, k)."""
         x = self._check_transform_input(X, domain)
         return like_input(torch.from_numpy(self._kernel(x, self.fit_data_) @ self.components_), X)
 
@@ -196,17 +194,17 @@ class TCA(_Aligner):
 class SubspaceAlignment(_Aligner):
     r"""Subspace alignment (Fernando, Habrard, Sebban & Tuytelaars, 2013).
 
-    With :math:`P_s, P_t \in \mathbb{R}^{d \times k}` the top-:math:`k` PCA bases of each (centred) domain,
+    With $P_s, P_t \in \mathbb{R}^{d \times k}$ the top-$k$ PCA bases of each (centred) domain,
     the alignment matrix is the closed-form minimiser
 
-    .. math:: M^{*} = \arg\min_M \lVert P_s M - P_t \rVert_F^2 = P_s^\top P_t,
+    $$M^{*} = \arg\min_M \lVert P_s M - P_t \rVert_F^2 = P_s^\top P_t,$$
 
     and the domains are compared in the aligned coordinates
 
-    .. math:: Z_s = (X_s - \bar x_s)\, P_s M^{*}, \qquad Z_t = (X_t - \bar x_t)\, P_t .
+    $$Z_s = (X_s - \bar x_s)\, P_s M^{*}, \qquad Z_t = (X_t - \bar x_t)\, P_t .$$
 
-    :math:`P_s M^{*} = P_s P_s^\top P_t` is the target basis projected into the source subspace; when the two
-    subspaces coincide it is :math:`P_t` itself. Eigenvector signs are fixed (largest entry positive).
+    $P_s M^{*} = P_s P_s^\top P_t$ is the target basis projected into the source subspace; when the two
+    subspaces coincide it is $P_t$ itself. Eigenvector signs are fixed (largest entry positive).
 
     Shapes: ``Xs`` (n_s, d), ``Xt`` (n_t, d) → ``source_components_``, ``target_components_`` (d, k),
     ``alignment_matrix_`` (k, k); ``transform`` (m, d) → (m, k). Used in lesson 09.
@@ -227,7 +225,7 @@ class SubspaceAlignment(_Aligner):
         return self
 
     def transform(self, X, domain: str = "source"):
-        """Source rows → :math:`(X - \\bar x_s) P_s M^*`; target rows → :math:`(X - \\bar x_t) P_t`; (m, d) → (m, k)."""
+        """Source rows → $(X - \\bar x_s) P_s M^*$; target rows → $(X - \\bar x_t) P_t$; (m, d) → (m, k)."""
         x = self._check_transform_input(X, domain)
         if domain == "source":
             z = (x - self.source_mean_) @ self.source_components_ @ self.alignment_matrix_
@@ -243,11 +241,11 @@ def _estimator_has(method: str):
 class DAPipeline(MetaEstimatorMixin, BaseEstimator):
     r"""Unsupervised domain adaptation as one estimator: align the two domains, train on the aligned source.
 
-    With :math:`T_s, T_t` the aligner's source and target maps, fitted on :math:`X_s` and the unlabelled
-    :math:`X_t`,
+    With $T_s, T_t$ the aligner's source and target maps, fitted on $X_s$ and the unlabelled
+    $X_t$,
 
-    .. math:: \hat f = \arg\min_f \sum_{i=1}^{n_s} \ell\big(f(T_s(x_i^s)), y_i^s\big), \qquad
-              \hat y(x) = \hat f\big(T_t(x)\big) \ \text{for target rows } x.
+    $$\hat f = \arg\min_f \sum_{i=1}^{n_s} \ell\big(f(T_s(x_i^s)), y_i^s\big), \qquad
+      \hat y(x) = \hat f\big(T_t(x)\big) \ \text{for target rows } x.$$
 
     ``aligner`` is :class:`CORAL`, :class:`TCA`, :class:`SubspaceAlignment` or any object with ``fit(Xs, Xt)``
     and ``transform(X, domain)``; ``estimator`` any scikit-learn estimator, a :class:`~sklearn.pipeline.Pipeline`
@@ -285,7 +283,7 @@ class DAPipeline(MetaEstimatorMixin, BaseEstimator):
         return to_numpy(self.aligner_.transform(X, "target"), "the aligned target")
 
     def predict(self, X):
-        """Labels (k,) of target rows ``X`` (k, d): :math:`\\hat f(T_t(x))`."""
+        """Labels (k,) of target rows ``X`` (k, d): $\\hat f(T_t(x))$."""
         features = self._target_features(X)
         return like_input(self.estimator_.predict(features), X)
 

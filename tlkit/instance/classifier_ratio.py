@@ -20,19 +20,19 @@ CALIBRATIONS = ("sigmoid", "isotonic", None)
 class ClassifierDensityRatio(BaseEstimator):
     r"""Importance weights from a classifier that tells target samples (d = 1) from source samples (d = 0).
 
-    By Bayes' rule with class priors :math:`n_t/(n_s+n_t)` and :math:`n_s/(n_s+n_t)`,
+    By Bayes' rule with class priors $n_t/(n_s+n_t)$ and $n_s/(n_s+n_t)$,
 
-    .. math:: w(x) = \frac{p_t(x)}{p_s(x)} = \frac{p(d{=}1 \mid x)}{p(d{=}0 \mid x)} \cdot \frac{n_s}{n_t}.
+    $$w(x) = \frac{p_t(x)}{p_s(x)} = \frac{p(d{=}1 \mid x)}{p(d{=}0 \mid x)} \cdot \frac{n_s}{n_t}.$$
 
     The ratio is only as good as the probabilities, so the classifier is calibrated (``calibration="sigmoid"``
     — Platt — or ``"isotonic"``, by ``CalibratedClassifierCV`` with ``cv`` stratified folds; ``None`` trusts the
-    classifier's own ``predict_proba``). Probabilities are clipped to :math:`[c, 1-c]`
+    classifier's own ``predict_proba``). Probabilities are clipped to $[c, 1-c]$
     (``clip_probability``) so no weight is 0 or infinite, and weights above ``max_weight`` are clipped.
     The default classifier is logistic regression, whose log-odds are linear: exact for two Gaussians with a
     shared covariance.
 
     Shapes: ``fit(Xs (n_s, d), Xt (n_t, d))``; ``weights_`` (n_s,); ``predict_weights(X (n, d))`` → (n,).
-    Fitted attributes: ``classifier_``, ``weights_``, ``prior_ratio_`` (:math:`n_s/n_t`). Used in lesson 05.
+    Fitted attributes: ``classifier_``, ``weights_``, ``prior_ratio_`` ($n_s/n_t$). Used in lesson 05.
     """
 
     def __init__(self, classifier=None, calibration: str | None = "sigmoid", cv: int = 5,
@@ -71,7 +71,7 @@ class ClassifierDensityRatio(BaseEstimator):
         return self
 
     def predict_weights(self, X):
-        r"""The ratio :math:`w(x) = \frac{p(d=1\mid x)}{p(d=0\mid x)} \frac{n_s}{n_t}` at the rows of ``X``.
+        r"""The ratio $w(x) = \frac{p(d=1\mid x)}{p(d=0\mid x)} \frac{n_s}{n_t}$ at the rows of ``X``.
 
         Shapes: ``X`` (n, d) → (n,)."""
         check_is_fitted(self)

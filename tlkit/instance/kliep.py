@@ -16,17 +16,17 @@ DEFAULT_SIGMA_FACTORS = (0.25, 0.5, 1.0, 2.0)
 
 
 def kliep_alpha(design: torch.Tensor, source_means: torch.Tensor, max_iter: int, tol: float):
-    r"""Maximise :math:`\sum_j \log (A\alpha)_j` s.t. :math:`b^\top\alpha = 1`, :math:`\alpha \ge 0`.
+    r"""Maximise $\sum_j \log (A\alpha)_j$ s.t. $b^\top\alpha = 1$, $\alpha \ge 0$.
 
-    With :math:`\gamma_l = b_l \alpha_l` the feasible set is the probability simplex and the problem is a
-    mixture-weight likelihood with components :math:`A_{jl}/b_l`, so the EM fixed point
+    With $\gamma_l = b_l \alpha_l$ the feasible set is the probability simplex and the problem is a
+    mixture-weight likelihood with components $A_{jl}/b_l$, so the EM fixed point
 
-    .. math:: \gamma_l \leftarrow \gamma_l\, \frac{1}{n} \sum_{j=1}^{n}
-              \frac{A_{jl}/b_l}{\sum_{l'} \gamma_{l'} A_{jl'}/b_{l'}}
+    $$\gamma_l \leftarrow \gamma_l\, \frac{1}{n} \sum_{j=1}^{n}
+      \frac{A_{jl}/b_l}{\sum_{l'} \gamma_{l'} A_{jl'}/b_{l'}}$$
 
     increases the objective monotonically to the global optimum of this concave problem (no step size, unlike
     the paper's projected gradient ascent). It stops when ten iterations raise the mean log-likelihood
-    :math:`\frac1n \sum_j \log (A\alpha)_j` by less than ``tol``. Returns (alpha, number of iterations).
+    $\frac1n \sum_j \log (A\alpha)_j$ by less than ``tol``. Returns (alpha, number of iterations).
     """
     a = design.detach().cpu().numpy().astype(np.float64)
     b = source_means.detach().cpu().numpy().astype(np.float64)
@@ -46,19 +46,18 @@ def kliep_alpha(design: torch.Tensor, source_means: torch.Tensor, max_iter: int,
 
 
 class KLIEP(BaseEstimator):
-    r"""Importance weights :math:`w(x) = p_t(x)/p_s(x)` as a kernel model fitted by maximum likelihood.
+    r"""Importance weights $w(x) = p_t(x)/p_s(x)$ as a kernel model fitted by maximum likelihood.
 
     Sugiyama, Nakajima, Kashima, von Bünau & Kawanabe (2008). The model is
-    :math:`\hat w(x) = \sum_{l=1}^{b} \alpha_l\, k_\sigma(x, c_l)` with centres :math:`c_l` drawn from the target
-    sample, and :math:`\alpha` solves
+    $\hat w(x) = \sum_{l=1}^{b} \alpha_l\, k_\sigma(x, c_l)$ with centres $c_l$ drawn from the target
+    sample, and $\alpha$ solves
 
-    .. math::
-        \max_{\alpha \ge 0}\ \sum_{j=1}^{n_t} \log \hat w(x_j^t)
-        \quad \text{s.t.} \quad \frac{1}{n_s}\sum_{i=1}^{n_s} \hat w(x_i^s) = 1,
+    $$\max_{\alpha \ge 0}\ \sum_{j=1}^{n_t} \log \hat w(x_j^t)
+      \quad \text{s.t.} \quad \frac{1}{n_s}\sum_{i=1}^{n_s} \hat w(x_i^s) = 1,$$
 
-    i.e. it minimises :math:`\mathrm{KL}(p_t \,\|\, \hat w\, p_s)`. The bandwidth is chosen by likelihood
-    cross-validation: for each candidate :math:`\sigma`, fit on :math:`K-1` folds of the target sample and score
-    :math:`J = \frac{1}{|\mathcal{X}_r|}\sum_{x \in \mathcal{X}_r} \log \hat w_r(x)` on the held-out fold.
+    i.e. it minimises $\mathrm{KL}(p_t \,\|\, \hat w\, p_s)$. The bandwidth is chosen by likelihood
+    cross-validation: for each candidate $\sigma$, fit on $K-1$ folds of the target sample and score
+    $J = \frac{1}{|\mathcal{X}_r|}\sum_{x \in \mathcal{X}_r} \log \hat w_r(x)$ on the held-out fold.
     The concave problem is solved by an EM fixed point (see :func:`kliep_alpha`), which reaches the optimum of
     the paper's projected gradient ascent without a step size to tune.
 
@@ -140,7 +139,7 @@ class KLIEP(BaseEstimator):
         return torch.from_numpy(np.sort(rng.choice(n, size=min(n_centers, n), replace=False)))
 
     def predict_weights(self, X):
-        r"""The fitted ratio :math:`\hat w(x) = \sum_l \alpha_l k_\sigma(x, c_l)` at the rows of ``X`` (n, d) → (n,)."""
+        r"""The fitted ratio $\hat w(x) = \sum_l \alpha_l k_\sigma(x, c_l)$ at the rows of ``X`` (n, d) → (n,)."""
         check_is_fitted(self)
         check_2d(X, "X")
         x = to_tensor(X, "X", dtype=torch.float64).to(self.centers_.device)

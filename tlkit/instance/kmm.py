@@ -14,8 +14,8 @@ __all__ = ["KMM"]
 
 
 def _clipped_sums(v: torch.Tensor, upper_bound: float, shifts: torch.Tensor) -> torch.Tensor:
-    r""":math:`f(\lambda) = \sum_i \operatorname{clip}(v_i - \lambda, 0, B)` at every ``shifts`` entry, vectorised:
-    :math:`f(\lambda) = \sum_{v_i > \lambda} (v_i - \lambda) - \sum_{v_i - B > \lambda} (v_i - B - \lambda)`."""
+    r"""$f(\lambda) = \sum_i \operatorname{clip}(v_i - \lambda, 0, B)$ at every ``shifts`` entry, vectorised:
+    $f(\lambda) = \sum_{v_i > \lambda} (v_i - \lambda) - \sum_{v_i - B > \lambda} (v_i - B - \lambda)$."""
     def excess(points: torch.Tensor) -> torch.Tensor:  # sum_i max(points_i - lambda, 0)
         ordered = points.sort().values
         prefix = torch.cat([ordered.new_zeros(1), ordered.cumsum(0)])
@@ -25,13 +25,13 @@ def _clipped_sums(v: torch.Tensor, upper_bound: float, shifts: torch.Tensor) -> 
 
 
 def project_box_slab(v: torch.Tensor, upper_bound: float, sum_low: float, sum_high: float) -> torch.Tensor:
-    r"""Euclidean projection onto :math:`\{\beta : 0 \le \beta_i \le B,\ s_- \le \sum_i \beta_i \le s_+\}`.
+    r"""Euclidean projection onto $\{\beta : 0 \le \beta_i \le B,\ s_- \le \sum_i \beta_i \le s_+\}$.
 
-    The projection is :math:`\beta_i = \operatorname{clip}(v_i - \lambda, 0, B)` with :math:`\lambda = 0` when the
-    clipped vector already satisfies the sum constraint; otherwise :math:`f(\lambda) = \sum_i
-    \operatorname{clip}(v_i - \lambda, 0, B)` is piecewise linear and non-increasing with breakpoints
-    :math:`v_i` and :math:`v_i - B`, so the :math:`\lambda` with :math:`f(\lambda)` on the violated bound is found
-    exactly by evaluating :math:`f` at the sorted breakpoints and interpolating. O(n log n), no Python loop.
+    The projection is $\beta_i = \operatorname{clip}(v_i - \lambda, 0, B)$ with $\lambda = 0$ when the
+    clipped vector already satisfies the sum constraint; otherwise $f(\lambda) = \sum_i
+    \operatorname{clip}(v_i - \lambda, 0, B)$ is piecewise linear and non-increasing with breakpoints
+    $v_i$ and $v_i - B$, so the $\lambda$ with $f(\lambda)$ on the violated bound is found
+    exactly by evaluating $f$ at the sorted breakpoints and interpolating. O(n log n), no Python loop.
     """
     clipped = v.clamp(0.0, upper_bound)
     total = float(clipped.sum())
@@ -55,20 +55,19 @@ class KMM(BaseEstimator):
 
     Huang, Smola, Gretton, Borgwardt & Schölkopf (2007), "Correcting sample selection bias by unlabeled data":
 
-    .. math::
-        \min_{\beta}\ \tfrac12 \beta^\top K \beta - \kappa^\top \beta
-        \quad \text{s.t.} \quad 0 \le \beta_i \le B, \quad \Big|\sum_{i=1}^{n_s} \beta_i - n_s\Big| \le n_s \epsilon,
+    $$\min_{\beta}\ \tfrac12 \beta^\top K \beta - \kappa^\top \beta
+      \quad \text{s.t.} \quad 0 \le \beta_i \le B, \quad \Big|\sum_{i=1}^{n_s} \beta_i - n_s\Big| \le n_s \epsilon,$$
 
-    with :math:`K_{ii'} = k(x_i^s, x_{i'}^s)` and :math:`\kappa_i = \frac{n_s}{n_t} \sum_{j=1}^{n_t} k(x_i^s, x_j^t)`.
-    It is the squared RKHS distance :math:`\lVert \frac{1}{n_s}\sum_i \beta_i \phi(x_i^s) - \frac{1}{n_t}\sum_j
-    \phi(x_j^t)\rVert^2` times :math:`n_s^2/2`, up to a constant. Defaults follow the paper: :math:`B = 1000`,
-    :math:`\epsilon = (\sqrt{n_s} - 1)/\sqrt{n_s}`, Gaussian kernel (bandwidth: median heuristic).
+    with $K_{ii'} = k(x_i^s, x_{i'}^s)$ and $\kappa_i = \frac{n_s}{n_t} \sum_{j=1}^{n_t} k(x_i^s, x_j^t)$.
+    It is the squared RKHS distance $\lVert \frac{1}{n_s}\sum_i \beta_i \phi(x_i^s) - \frac{1}{n_t}\sum_j
+    \phi(x_j^t)\rVert^2$ times $n_s^2/2$, up to a constant. Defaults follow the paper: $B = 1000$,
+    $\epsilon = (\sqrt{n_s} - 1)/\sqrt{n_s}$, Gaussian kernel (bandwidth: median heuristic).
 
     Solver: accelerated projected gradient (FISTA with adaptive restart). Each iteration needs one product
-    :math:`K\beta` from the fused :func:`tlkit.kernel_matmul` kernel, so :math:`K` is never formed — memory is O(n_s) and it runs at
-    n_s = 100,000; :math:`K` is symmetric non-negative, so its largest row sum bounds :math:`\lambda_{\max}(K)` and
-    gives the step :math:`1/L`. Stops when the gradient-mapping norm falls below ``tol`` times
-    :math:`\lVert\kappa\rVert`, or after ``max_iter`` iterations (``converged_`` says which). Inputs and
+    $K\beta$ from the fused :func:`tlkit.kernel_matmul` kernel, so $K$ is never formed — memory is O(n_s) and it runs at
+    n_s = 100,000; $K$ is symmetric non-negative, so its largest row sum bounds $\lambda_{\max}(K)$ and
+    gives the step $1/L$. Stops when the gradient-mapping norm falls below ``tol`` times
+    $\lVert\kappa\rVert$, or after ``max_iter`` iterations (``converged_`` says which). Inputs and
     parameters are validated once and the points converted to float64 once; the iterations call the kernel below
     the validation (``kernel_matmul_unchecked``), in the solver's precision, with no conversion per iteration.
 

@@ -28,30 +28,30 @@ def _labels(y, name: str, n: int) -> np.ndarray:
 class TrAdaBoost(ClassifierMixin, BaseEstimator):
     r"""Transfer AdaBoost for binary classification with many source and few labelled target instances.
 
-    Dai et al. (2007), Algorithm 1. With :math:`n` source and :math:`m` target instances, weights
-    :math:`w^1 \equiv 1`, for :math:`t = 1, \dots, N`:
+    Dai et al. (2007), Algorithm 1. With $n$ source and $m$ target instances, weights
+    $w^1 \equiv 1$, for $t = 1, \dots, N$:
 
-    1. :math:`p^t = w^t / \sum_i w_i^t`; train :math:`h_t` on source ∪ target with sample weights :math:`p^t`;
+    1. $p^t = w^t / \sum_i w_i^t$; train $h_t$ on source ∪ target with sample weights $p^t$;
     2. the error on the TARGET instances only:
-       :math:`\epsilon_t = \sum_{i=n+1}^{n+m} w_i^t\, |h_t(x_i) - c(x_i)| \,/\, \sum_{i=n+1}^{n+m} w_i^t`,
-       kept inside :math:`(0, \tfrac12)` — a round with :math:`\epsilon_t \ge \tfrac12` is clipped to just below
-       :math:`\tfrac12` (so :math:`\beta_t \approx 1`: no vote, no reweighting) and ``fit`` warns how many were;
-    3. :math:`\beta_t = \epsilon_t / (1 - \epsilon_t)` and :math:`\beta = 1 / (1 + \sqrt{2 \ln n / N})`;
-    4. source: :math:`w_i^{t+1} = w_i^t\, \beta^{|h_t(x_i) - c(x_i)|}` (a misclassified source instance loses
-       weight); target: :math:`w_i^{t+1} = w_i^t\, \beta_t^{-|h_t(x_i) - c(x_i)|}` (AdaBoost: it gains weight).
+       $\epsilon_t = \sum_{i=n+1}^{n+m} w_i^t\, |h_t(x_i) - c(x_i)| \,/\, \sum_{i=n+1}^{n+m} w_i^t$,
+       kept inside $(0, \tfrac12)$ — a round with $\epsilon_t \ge \tfrac12$ is clipped to just below
+       $\tfrac12$ (so $\beta_t \approx 1$: no vote, no reweighting) and ``fit`` warns how many were;
+    3. $\beta_t = \epsilon_t / (1 - \epsilon_t)$ and $\beta = 1 / (1 + \sqrt{2 \ln n / N})$;
+    4. source: $w_i^{t+1} = w_i^t\, \beta^{|h_t(x_i) - c(x_i)|}$ (a misclassified source instance loses
+       weight); target: $w_i^{t+1} = w_i^t\, \beta_t^{-|h_t(x_i) - c(x_i)|}$ (AdaBoost: it gains weight).
 
     The output votes with the second half of the rounds only:
 
-    .. math:: h_f(x) = 1 \iff \prod_{t=\lceil N/2 \rceil}^{N} \beta_t^{-h_t(x)} \ge
-              \prod_{t=\lceil N/2 \rceil}^{N} \beta_t^{-1/2}.
+    $$h_f(x) = 1 \iff \prod_{t=\lceil N/2 \rceil}^{N} \beta_t^{-h_t(x)} \ge
+      \prod_{t=\lceil N/2 \rceil}^{N} \beta_t^{-1/2}.$$
 
     ``estimator`` is any scikit-learn classifier whose ``fit`` takes ``sample_weight`` (default: a depth-3
-    decision tree); weights are passed scaled to mean 1, which leaves :math:`p^t` unchanged.
+    decision tree); weights are passed scaled to mean 1, which leaves $p^t$ unchanged.
 
     Shapes: ``fit(Xs (n, d), ys (n,), Xt (m, d), yt (m,))``, labels with exactly two classes;
-    ``predict(X (k, d))`` → (k,). Fitted attributes: ``estimators_``, ``errors_`` (:math:`\epsilon_t`),
-    ``betas_`` (:math:`\beta_t`), ``beta_source_`` (:math:`\beta`), ``classes_``, ``source_weights_``,
-    ``target_weights_`` (the final :math:`w`, normalised to sum 1 together). ``predict`` and
+    ``predict(X (k, d))`` → (k,). Fitted attributes: ``estimators_``, ``errors_`` ($\epsilon_t$),
+    ``betas_`` ($\beta_t$), ``beta_source_`` ($\beta$), ``classes_``, ``source_weights_``,
+    ``target_weights_`` (the final $w$, normalised to sum 1 together). ``predict`` and
     ``decision_function`` answer in the input's type (numpy, or torch on the input's device). Used in lesson 06.
     """
 
@@ -113,7 +113,7 @@ class TrAdaBoost(ClassifierMixin, BaseEstimator):
         return self
 
     def decision_function(self, X):
-        r"""Log of the vote ratio, :math:`\sum_{t=\lceil N/2\rceil}^{N} \ln(1/\beta_t)\,(h_t(x) - \tfrac12)`;
+        r"""Log of the vote ratio, $\sum_{t=\lceil N/2\rceil}^{N} \ln(1/\beta_t)\,(h_t(x) - \tfrac12)$;
         positive means ``classes_[1]``. ``X`` (k, d) → (k,)."""
         return like_input(self._vote(X), X)
 

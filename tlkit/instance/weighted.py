@@ -23,12 +23,12 @@ class WeightedEstimator(MetaEstimatorMixin, BaseEstimator):
 
     Article formula 4.1:
 
-    .. math:: \min_{f_t} \sum_{i=1}^{n_s} w(x_i^s)\, \ell\big(f_t(x_i^s), y_i^s\big)
-              + \sum_{j=1}^{n_t} \ell\big(f_t(x_j^t), y_j^t\big)
+    $$\min_{f_t} \sum_{i=1}^{n_s} w(x_i^s)\, \ell\big(f_t(x_i^s), y_i^s\big)
+      + \sum_{j=1}^{n_t} \ell\big(f_t(x_j^t), y_j^t\big)$$
 
-    ``fit(Xs, ys, Xt, yt=None)`` estimates :math:`w` from ``Xs`` and ``Xt`` with ``weighting`` — an estimator
+    ``fit(Xs, ys, Xt, yt=None)`` estimates $w$ from ``Xs`` and ``Xt`` with ``weighting`` — an estimator
     with ``fit(Xs, Xt)`` and ``weights_`` (:class:`KMM`, :class:`KLIEP`, :class:`ClassifierDensityRatio`), a
-    function ``(Xs, Xt) -> weights`` such as :func:`distance_weights`, or ``None`` for :math:`w \equiv 1` (the
+    function ``(Xs, Xt) -> weights`` such as :func:`distance_weights`, or ``None`` for $w \equiv 1$ (the
     unweighted baseline) — and passes it as ``sample_weight`` to a clone of ``estimator``. With ``yt`` the target
     samples join the training set with weight 1 (the second sum); without it only the first sum is minimised.
 
@@ -136,11 +136,11 @@ def weighted_loss(source_output, source_target, source_weights, target_output=No
                   loss="cross_entropy", reduction: str = "mean") -> torch.Tensor:
     r"""Article formula 4.1 as a differentiable torch loss.
 
-    .. math:: L = \sum_{i=1}^{n_s} w(x_i^s)\, \ell\big(f_t(x_i^s), y_i^s\big)
-              + \sum_{j=1}^{n_t} \ell\big(f_t(x_j^t), y_j^t\big)
+    $$L = \sum_{i=1}^{n_s} w(x_i^s)\, \ell\big(f_t(x_i^s), y_i^s\big)
+      + \sum_{j=1}^{n_t} \ell\big(f_t(x_j^t), y_j^t\big)$$
 
-    ``reduction="sum"`` returns :math:`L`; ``"mean"`` returns :math:`L / (n_s + n_t)` (same minimiser; with
-    weights of mean 1 it equals the usual mean loss when :math:`w \equiv 1`). ``loss`` is ``"cross_entropy"``
+    ``reduction="sum"`` returns $L$; ``"mean"`` returns $L / (n_s + n_t)$ (same minimiser; with
+    weights of mean 1 it equals the usual mean loss when $w \equiv 1$). ``loss`` is ``"cross_entropy"``
     (logits (n, C), integer labels (n,)), ``"binary_cross_entropy"`` (logits (n,), labels (n,) in {0, 1}),
     ``"mse"`` (outputs (n,) or (n, k)), or a callable ``(output, target) -> (n,)`` per-sample losses.
     The target term is optional (pass both ``target_output`` and ``target_target``, or neither).

@@ -16,18 +16,18 @@ def distance_weights(Xs, Xt, method: str = "nearest", sigma: float | None = None
 
     ``method="nearest"`` — a Gaussian of the distance to the nearest target point:
 
-    .. math:: d_i = \min_j \lVert x_i^s - x_j^t \rVert, \qquad
-              \tilde w_i = \exp\!\Big(-\frac{d_i^2}{2\sigma^2}\Big), \quad \sigma = \operatorname{median}_i d_i
+    $$d_i = \min_j \lVert x_i^s - x_j^t \rVert, \qquad
+      \tilde w_i = \exp\!\Big(-\frac{d_i^2}{2\sigma^2}\Big), \quad \sigma = \operatorname{median}_i d_i$$
 
     ``method="kernel"`` — the kernel density of the target sample at the source point:
 
-    .. math:: \tilde w_i = \frac{1}{n_t} \sum_{j=1}^{n_t} k_\sigma(x_i^s, x_j^t), \qquad
-              k_\sigma(x, y) = \exp\!\Big(-\frac{\lVert x - y\rVert^2}{2\sigma^2}\Big), \quad
-              \sigma = \text{median heuristic}
+    $$\tilde w_i = \frac{1}{n_t} \sum_{j=1}^{n_t} k_\sigma(x_i^s, x_j^t), \qquad
+      k_\sigma(x, y) = \exp\!\Big(-\frac{\lVert x - y\rVert^2}{2\sigma^2}\Big), \quad
+      \sigma = \text{median heuristic}$$
 
-    Both are normalised to mean one, :math:`w_i = n_s \tilde w_i / \sum_k \tilde w_k`, so that
-    :math:`\sum_i w_i = n_s` and an unweighted fit is the special case :math:`w \equiv 1`. They run on the fused
-    :func:`tlkit.nearest` / :func:`tlkit.kernel_sum`: the :math:`n_s \times n_t` distance matrix is never formed.
+    Both are normalised to mean one, $w_i = n_s \tilde w_i / \sum_k \tilde w_k$, so that
+    $\sum_i w_i = n_s$ and an unweighted fit is the special case $w \equiv 1$. They run on the fused
+    :func:`tlkit.nearest` / :func:`tlkit.kernel_sum`: the $n_s \times n_t$ distance matrix is never formed.
 
     This is the article's §5.1 heuristic the right way round: the article gives a source sample MORE weight the
     FARTHER it is from the target (see :func:`article_distance_weights`).
@@ -60,7 +60,7 @@ def distance_weights(Xs, Xt, method: str = "nearest", sigma: float | None = None
 def article_distance_weights(Xs, Xt, backend: str = "auto"):
     r"""COUNTEREXAMPLE — the article's §5.1 weights, kept only to show why they are wrong.
 
-    .. math:: w_i = \frac{d_i}{\sum_k d_k}, \qquad d_i = \min_j \lVert x_i^s - x_j^t \rVert
+    $$w_i = \frac{d_i}{\sum_k d_k}, \qquad d_i = \min_j \lVert x_i^s - x_j^t \rVert$$
 
     exactly as ``compute_sample_weights`` in the article (``pairwise_distances`` then ``np.min(axis=1)``, then
     divided by the sum). A source sample gets MORE weight the FARTHER it lies from the target — the opposite of
@@ -79,10 +79,10 @@ def article_distance_weights(Xs, Xt, backend: str = "auto"):
 def effective_sample_size(weights) -> float:
     r"""Kish's effective sample size of a weighted sample.
 
-    .. math:: n_{\mathrm{eff}} = \frac{\big(\sum_i w_i\big)^2}{\sum_i w_i^2}
+    $$n_{\mathrm{eff}} = \frac{\big(\sum_i w_i\big)^2}{\sum_i w_i^2}$$
 
-    Equal weights give :math:`n_{\mathrm{eff}} = n`; one dominant weight gives about 1. Importance weights with a
-    small :math:`n_{\mathrm{eff}}` make a weighted fit high-variance. Scale-invariant in :math:`w`.
+    Equal weights give $n_{\mathrm{eff}} = n$; one dominant weight gives about 1. Importance weights with a
+    small $n_{\mathrm{eff}}$ make a weighted fit high-variance. Scale-invariant in $w$.
     Shape: ``weights`` (n,), non-negative, not all zero → float. Used in lesson 05.
     """
     w = to_tensor(weights, "weights", dtype=torch.float64)

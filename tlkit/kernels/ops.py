@@ -64,7 +64,7 @@ def _mmd2_value(x, y, wx, wy, coef, const, sigmas, kernel, backend):
 
 def kernel_matmul_unchecked(x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, sigmas: list[float],
                             kernel: str = "gaussian", backend: str = "auto") -> torch.Tensor:
-    r""":math:`K(x, y)\,v` below the validation, for solvers that validated their inputs once (KMM's iterations,
+    r"""$K(x, y)\,v$ below the validation, for solvers that validated their inputs once (KMM's iterations,
     ``mmd_test``'s permutation batches): no conversion, no copy of float64 input, no finiteness check.
 
     ``x`` (n, d), ``y`` (m, d), ``v`` (m, k): torch tensors of one dtype (float32 or float64) on one device;
@@ -79,7 +79,7 @@ def kernel_matmul_unchecked(x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, s
 def nearest(x, y, backend: str = "auto"):
     r"""Distance from each row of ``x`` to its nearest row of ``y``, and that row's index.
 
-    .. math:: \mathrm{dist}_i = \min_j \lVert x_i - y_j \rVert_2, \qquad \mathrm{index}_i = \arg\min_j \lVert x_i - y_j \rVert_2
+    $$\mathrm{dist}_i = \min_j \lVert x_i - y_j \rVert_2, \qquad \mathrm{index}_i = \arg\min_j \lVert x_i - y_j \rVert_2$$
 
     Shapes: ``x`` (n, d), ``y`` (m, d) → ``dist`` (n,), ``index`` (n,) int64 (ties: the smallest j).
     The fused kernels stream ``y`` in tiles; the n×m distance matrix is never formed. Not differentiable
@@ -96,13 +96,13 @@ def nearest(x, y, backend: str = "auto"):
 
 
 def kernel_matmul(x, y, v, sigma, kernel: str = "gaussian", backend: str = "auto"):
-    r"""Kernel-matrix product :math:`K(x, y)\,v` without forming :math:`K`.
+    r"""Kernel-matrix product $K(x, y)\,v$ without forming $K$.
 
-    .. math:: \mathrm{out}_{i\cdot} = \sum_{j=1}^{m} k(x_i, y_j)\, v_{j\cdot}, \qquad
-              k(x, y) = \frac{1}{S}\sum_{s=1}^{S} k_{\sigma_s}(x, y)
+    $$\mathrm{out}_{i\cdot} = \sum_{j=1}^{m} k(x_i, y_j)\, v_{j\cdot}, \qquad
+      k(x, y) = \frac{1}{S}\sum_{s=1}^{S} k_{\sigma_s}(x, y)$$
 
-    with the Gaussian :math:`k_\sigma(x, y) = \exp(-\lVert x-y\rVert^2 / 2\sigma^2)` or the Laplacian
-    :math:`k_\sigma(x, y) = \exp(-\lVert x-y\rVert / \sigma)`; a sequence of bandwidths gives their mean
+    with the Gaussian $k_\sigma(x, y) = \exp(-\lVert x-y\rVert^2 / 2\sigma^2)$ or the Laplacian
+    $k_\sigma(x, y) = \exp(-\lVert x-y\rVert / \sigma)$; a sequence of bandwidths gives their mean
     (multi-kernel), from one distance per pair.
 
     Shapes: ``x`` (n, d), ``y`` (m, d), ``v`` (m, k) or (m,) → (n, k) or (n,).
@@ -136,9 +136,9 @@ def kernel_matmul(x, y, v, sigma, kernel: str = "gaussian", backend: str = "auto
 def kernel_sum(x, y, sigma, kernel: str = "gaussian", weights=None, backend: str = "auto"):
     r"""Kernel sum of ``y`` at the points ``x`` — an unnormalised kernel density estimate.
 
-    .. math:: s_i = \sum_{j=1}^{m} w_j\, k(x_i, y_j)
+    $$s_i = \sum_{j=1}^{m} w_j\, k(x_i, y_j)$$
 
-    (:math:`w_j = 1` by default; divide by :math:`m` for a density up to the kernel's normaliser.)
+    ($w_j = 1$ by default; divide by $m$ for a density up to the kernel's normaliser.)
     Kernels and multi-bandwidth ``sigma`` as in :func:`kernel_matmul`.
 
     Shapes: ``x`` (n, d), ``y`` (m, d), ``weights`` (m,) → (n,). Differentiable in ``x``, ``y``, ``weights``.
@@ -156,7 +156,7 @@ def kernel_sum(x, y, sigma, kernel: str = "gaussian", weights=None, backend: str
 def median_bandwidth(x, y=None, max_points: int = 2000, seed: int = 0) -> float:
     r"""The median heuristic: the median pairwise distance of the pooled sample, self-pairs excluded.
 
-    .. math:: \sigma = \operatorname{median}\{\lVert z_i - z_j\rVert : i < j\}, \qquad z = x \cup y
+    $$\sigma = \operatorname{median}\{\lVert z_i - z_j\rVert : i < j\}, \qquad z = x \cup y$$
 
     On more than ``max_points`` points it uses a random subsample of that size drawn with ``seed``
     (deterministic). Returns a Python float; if every pair coincides it returns 1.0.
@@ -185,15 +185,14 @@ def mmd2(x, y, sigma=None, kernel: str = "gaussian", estimator: str = "biased",
          weights_x=None, weights_y=None, backend: str = "auto"):
     r"""Squared maximum mean discrepancy between the samples ``x`` ~ P and ``y`` ~ Q (Gretton et al., 2012).
 
-    .. math::
-        \mathrm{MMD}^2_b &= \sum_{i,i'} a_i a_{i'} k(x_i, x_{i'}) + \sum_{j,j'} b_j b_{j'} k(y_j, y_{j'})
-                           - 2 \sum_{i,j} a_i b_j k(x_i, y_j) \\
-        \mathrm{MMD}^2_u &= \frac{1}{n(n-1)} \sum_{i \ne i'} k(x_i, x_{i'}) + \frac{1}{m(m-1)} \sum_{j \ne j'} k(y_j, y_{j'})
-                           - \frac{2}{nm} \sum_{i,j} k(x_i, y_j) \\
-        \mathrm{MMD}^2_l &= \frac{1}{p} \sum_{t=1}^{p} \big[k(x_{2t-1}, x_{2t}) + k(y_{2t-1}, y_{2t})
-                           - k(x_{2t-1}, y_{2t}) - k(x_{2t}, y_{2t-1})\big], \quad p = \lfloor \min(n, m)/2 \rfloor
+    $$\mathrm{MMD}^2_b &= \sum_{i,i'} a_i a_{i'} k(x_i, x_{i'}) + \sum_{j,j'} b_j b_{j'} k(y_j, y_{j'})
+      - 2 \sum_{i,j} a_i b_j k(x_i, y_j) \\
+      \mathrm{MMD}^2_u &= \frac{1}{n(n-1)} \sum_{i \ne i'} k(x_i, x_{i'}) + \frac{1}{m(m-1)} \sum_{j \ne j'} k(y_j, y_{j'})
+      - \frac{2}{nm} \sum_{i,j} k(x_i, y_j) \\
+      \mathrm{MMD}^2_l &= \frac{1}{p} \sum_{t=1}^{p} \big[k(x_{2t-1}, x_{2t}) + k(y_{2t-1}, y_{2t})
+      - k(x_{2t-1}, y_{2t}) - k(x_{2t}, y_{2t-1})\big], \quad p = \lfloor \min(n, m)/2 \rfloor$$
 
-    with :math:`a_i = 1/n`, :math:`b_j = 1/m` (or ``weights_x`` / ``weights_y`` normalised to sum 1, biased
+    with $a_i = 1/n$, $b_j = 1/m$ (or ``weights_x`` / ``weights_y`` normalised to sum 1, biased
     estimator only). The biased estimator is ≥ 0; the unbiased one drops the diagonal and can be negative
     when P = Q; the linear one costs O(n) and has higher variance. ``sigma=None`` uses
     :func:`median_bandwidth`; a sequence of bandwidths averages the kernels (multi-kernel MMD, as in DAN).

@@ -19,11 +19,11 @@ __all__ = ["mmd_test", "proxy_a_distance", "coral_distance"]
 
 def _unbiased_statistics(kz: torch.Tensor, assignments: torch.Tensor, row_sums: torch.Tensor, total: float,
                          n: int, m: int, diagonal: float) -> torch.Tensor:
-    r"""Unbiased MMD² for each split given by a column of ``assignments`` (1 = first sample), from :math:`K a`.
+    r"""Unbiased MMD² for each split given by a column of ``assignments`` (1 = first sample), from $K a$.
 
-    With :math:`a` the indicator of the first sample, :math:`b = 1 - a`, :math:`r = K\mathbf 1` and
-    :math:`T = \mathbf 1^\top K \mathbf 1`: :math:`a^\top K b = a^\top r - a^\top K a` and
-    :math:`b^\top K b = T - 2 a^\top r + a^\top K a`; the diagonals :math:`k(z, z)` are removed analytically.
+    With $a$ the indicator of the first sample, $b = 1 - a$, $r = K\mathbf 1$ and
+    $T = \mathbf 1^\top K \mathbf 1$: $a^\top K b = a^\top r - a^\top K a$ and
+    $b^\top K b = T - 2 a^\top r + a^\top K a$; the diagonals $k(z, z)$ are removed analytically.
     """
     a = assignments.to(torch.float64)
     within_first = (a * kz).sum(dim=0)  # a^T K a
@@ -36,21 +36,20 @@ def _unbiased_statistics(kz: torch.Tensor, assignments: torch.Tensor, row_sums: 
 
 def mmd_test(Xs, Xt, n_permutations: int = 1000, sigma=None, kernel: str = "gaussian", random_state=None,
              batch_size: int = 256, return_null: bool = False, backend: str = "auto"):
-    r"""Permutation two-sample test of :math:`H_0: P = Q` on the unbiased MMD² (Gretton et al., 2012).
+    r"""Permutation two-sample test of $H_0: P = Q$ on the unbiased MMD² (Gretton et al., 2012).
 
-    .. math::
-        T = \widehat{\mathrm{MMD}}^2_u = \frac{1}{n(n-1)} \sum_{i \ne i'} k(x_i, x_{i'})
-            + \frac{1}{m(m-1)} \sum_{j \ne j'} k(y_j, y_{j'}) - \frac{2}{nm} \sum_{i,j} k(x_i, y_j),
-        \qquad p = \frac{1 + \#\{b : T_b \ge T\}}{1 + B}
+    $$T = \widehat{\mathrm{MMD}}^2_u = \frac{1}{n(n-1)} \sum_{i \ne i'} k(x_i, x_{i'})
+      + \frac{1}{m(m-1)} \sum_{j \ne j'} k(y_j, y_{j'}) - \frac{2}{nm} \sum_{i,j} k(x_i, y_j),
+      \qquad p = \frac{1 + \#\{b : T_b \ge T\}}{1 + B}$$
 
-    where :math:`T_b` is the statistic after randomly re-splitting the pooled sample :math:`z = x \cup y` into
-    groups of sizes :math:`n` and :math:`m`. Counting the observed split among the :math:`B + 1` makes the test
-    exact at any :math:`B` and the p-value never 0 (its smallest value is :math:`1/(1+B)`).
+    where $T_b$ is the statistic after randomly re-splitting the pooled sample $z = x \cup y$ into
+    groups of sizes $n$ and $m$. Counting the observed split among the $B + 1$ makes the test
+    exact at any $B$ and the p-value never 0 (its smallest value is $1/(1+B)$).
 
-    No kernel is recomputed per permutation and no :math:`N \times N` matrix is formed (:math:`N = n + m`):
-    each split's indicator :math:`a \in \{0,1\}^N` is a column of :math:`V`, the fused
-    :func:`tlkit.kernel_matmul` returns :math:`K V` for ``batch_size`` permutations at once, and every
-    :math:`T_b` is a quadratic form in :math:`a` (see :func:`_unbiased_statistics`). The inputs are validated once and
+    No kernel is recomputed per permutation and no $N \times N$ matrix is formed ($N = n + m$):
+    each split's indicator $a \in \{0,1\}^N$ is a column of $V$, the fused
+    :func:`tlkit.kernel_matmul` returns $K V$ for ``batch_size`` permutations at once, and every
+    $T_b$ is a quadratic form in $a$ (see :func:`_unbiased_statistics`). The inputs are validated once and
     every batch calls the kernel below the validation (``kernel_matmul_unchecked``); the split indicators are built
     directly in the kernel's dtype (0 and 1 are exact in float32 too) and the quadratic forms accumulate in float64.
 
@@ -101,14 +100,14 @@ def mmd_test(Xs, Xt, n_permutations: int = 1000, sigma=None, kernel: str = "gaus
 def proxy_a_distance(Xs, Xt, classifier=None, cv: int = 5, random_state=None) -> float:
     r"""Proxy A-distance (Ben-David, Blitzer, Crammer & Pereira, 2007) from a cross-validated domain classifier.
 
-    .. math:: \hat d_{\mathcal A} = 2\,(1 - 2\,\mathrm{err}), \qquad
-              \mathrm{err} \leftarrow \min(\mathrm{err},\, 1 - \mathrm{err})
+    $$\hat d_{\mathcal A} = 2\,(1 - 2\,\mathrm{err}), \qquad
+      \mathrm{err} \leftarrow \min(\mathrm{err},\, 1 - \mathrm{err})$$
 
     where err is the held-out error of a classifier telling source (label 0) from target (label 1) samples,
     measured by ``cv``-fold stratified cross-validation. It is the balanced error (the mean of the two
     per-domain error rates), so unequal sample sizes do not fake a distance. An error above 1/2 means the
     classifier is anti-correlated with the domain — as informative as the flipped classifier — so it is
-    folded back, and :math:`\hat d_{\mathcal A} \in [0, 2]`: 0 for indistinguishable domains, 2 for separable
+    folded back, and $\hat d_{\mathcal A} \in [0, 2]$: 0 for indistinguishable domains, 2 for separable
     ones. The default classifier is linear (standardised features, logistic regression), as in the paper.
 
     Shapes: ``Xs`` (n_s, d), ``Xt`` (n_t, d), at least ``cv`` samples each → float. Used in lessons 02 and 04.
@@ -131,8 +130,8 @@ def proxy_a_distance(Xs, Xt, classifier=None, cv: int = 5, random_state=None) ->
 def coral_distance(Xs, Xt) -> float:
     r"""CORAL distance between the feature covariances of two samples (Sun & Saenko, 2016).
 
-    .. math:: d_{\mathrm{CORAL}} = \frac{1}{4 d^2} \lVert C_s - C_t \rVert_F^2, \qquad
-              C = \frac{1}{n-1} (X - \bar X)^\top (X - \bar X)
+    $$d_{\mathrm{CORAL}} = \frac{1}{4 d^2} \lVert C_s - C_t \rVert_F^2, \qquad
+      C = \frac{1}{n-1} (X - \bar X)^\top (X - \bar X)$$
 
     the loss Deep CORAL minimises. Second-order only: two samples with equal covariances and different means
     are at distance 0. Computed in float64.
