@@ -7,7 +7,7 @@ Adding an op: see ``tlkit/kernels/README.md``. Lesson 04 explains how the fused 
 """
 from ._build import toolchain
 from ._dispatch import backend_info, build, choose as choose_backend
-from .ops import kernel_matmul, kernel_sum, median_bandwidth, mmd2, nearest
+from .ops import kernel_matmul, kernel_matmul_multi, kernel_sum, median_bandwidth, mmd2, nearest
 
-__all__ = ["nearest", "kernel_sum", "kernel_matmul", "mmd2", "median_bandwidth", "backend_info", "choose_backend",
+__all__ = ["nearest", "kernel_sum", "kernel_matmul", "kernel_matmul_multi", "mmd2", "median_bandwidth", "backend_info", "choose_backend",
            "build", "toolchain"]

@@ -83,6 +83,20 @@ def choose(backend: str, device: torch.device) -> tuple[str, str]:
     return "torch", f"auto: {kind} unavailable ({st.reason})"
 
 
+# Low-dimensional nearest neighbours on the CPU: scikit-learn's KD-tree instead of the fused brute force when
+# backend="auto" and (d <= 3 and n*m >= 2^22) or (d <= 5 and n*m >= 2^28).  Measured here (2 loaded cores, fp32,
+# KD-tree query with k = 2 for the tie check, single-threaded): d = 2 won 1.9-4.7x from n = m = 2,000 on,
+# d = 4 lost at 8,000 (0.86x) and won at 32,000 (2.2x), d = 8 lost at every size (0.39-0.68x from 2,000).
+KDTREE_RULES = ((3, 1 << 22), (5, 1 << 28))
+
+
+def nearest_method(n: int, m: int, d: int, device: torch.device, backend: str) -> str:
+    """``"kdtree"`` (scikit-learn, exact, ties to the smallest index) or ``"fused"`` for ``tl.nearest``."""
+    if backend != "auto" or torch.device(device).type != "cpu":
+        return "fused"
+    return "kdtree" if any(d <= dim and n * m >= pairs for dim, pairs in KDTREE_RULES) else "fused"
+
+
 def backend_info(device: str | torch.device | None = None) -> dict:
     """Which backends work here, which one ``backend="auto"`` picks for each device, and why.
 
@@ -100,6 +114,10 @@ def backend_info(device: str | torch.device | None = None) -> dict:
     devices = [torch.device(device)] if device is not None else [torch.device("cpu")] + (
         [torch.device("cuda")] if torch.cuda.is_available() else [])
     info["auto"] = {str(d): choose("auto", d) for d in devices}
+    info["nearest"] = {"kdtree": "scikit-learn KDTree on the CPU with backend='auto' when "
+                                 + " or ".join(f"d <= {dim} and n*m >= 2^{pairs.bit_length() - 1}"
+                                               for dim, pairs in KDTREE_RULES),
+                       "otherwise": "the fused brute force of the chosen backend"}
     return info
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from . import _build
-from ._reference_autograd import kernel_matmul_backward, mmd2_value_backward
+from ._reference_autograd import kernel_matmul_backward, kernel_matmul_multi_backward, mmd2_value_backward
 
 
 @dataclass
@@ -79,6 +79,10 @@ if CPP.loaded:
     def _kernel_matmul_fake(x, y, v, sigmas, kernel):
         return x.new_empty(x.shape[0], v.shape[1])
 
+    @torch.library.register_fake("tlkit::kernel_matmul_multi")
+    def _kernel_matmul_multi_fake(x, y, v, sigmas, kernel):
+        return x.new_empty(len(sigmas), x.shape[0], v.shape[1])
+
     @torch.library.register_fake("tlkit::kernel_pair_grad")
     def _kernel_pair_grad_fake(a, b, A, B, sigmas, kernel):
         return torch.empty_like(a)
@@ -109,6 +113,15 @@ if CPP.loaded:
         return (*grads, None, None)
 
     torch.library.register_autograd("tlkit::kernel_matmul", _kernel_matmul_backward,
+                                    setup_context=_kernel_matmul_setup)
+
+    def _kernel_matmul_multi_backward(ctx, grad):
+        x, y, v = ctx.saved_tensors
+        grads = kernel_matmul_multi_backward(torch.ops.tlkit, grad, x, y, v, ctx.sigmas, ctx.kernel,
+                                             ctx.needs_input_grad[:3])
+        return (*grads, None, None)
+
+    torch.library.register_autograd("tlkit::kernel_matmul_multi", _kernel_matmul_multi_backward,
                                     setup_context=_kernel_matmul_setup)
 
     def _mmd2_terms_setup(ctx, inputs, output):

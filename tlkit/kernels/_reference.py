@@ -77,6 +77,18 @@ def kernel_matmul(x, y, v, sigmas, kernel: int):
     return out
 
 
+def kernel_matmul_multi(x, y, v, sigmas, kernel: int):
+    """out[s] = K_s(x, y) v for every bandwidth s separately (no mean), shape (S, n, k)."""
+    xc, yc = _centred(x, y)
+    out = torch.empty(len(sigmas), x.shape[0], v.shape[1], dtype=x.dtype, device=x.device)
+    for rows in row_chunks(x.shape[0], y.shape[0]):
+        r2 = squared_distances(xc[rows], yc, rows.start if x is y else None, exact=kernel == 1)
+        for s, sigma in enumerate(sigmas):
+            k, _ = kernel_and_phi(r2, [sigma], kernel, need_phi=False)
+            out[s, rows] = k @ v
+    return out
+
+
 def kernel_pair_grad(a, b, A, B, sigmas, kernel: int):
     """out_i = Σ_j (A_i · B_j) φ(a_i, b_j) (a_i − b_j), shape (n, d)."""
     ac, bc = _centred(a, b)

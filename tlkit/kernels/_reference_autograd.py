@@ -21,6 +21,23 @@ def kernel_matmul_backward(prims, grad, x, y, v, sigmas, kernel, needs):
     return gx, gy, gv
 
 
+def kernel_matmul_multi_backward(prims, grad, x, y, v, sigmas, kernel, needs):
+    """out[s] = K_s v: the sum over s of kernel_matmul's backward with the single bandwidth sigma_s."""
+    gx = gy = gv = None
+    for s, sigma in enumerate(sigmas):
+        g = grad[s].contiguous()
+        if needs[0]:
+            term = prims.kernel_pair_grad(x, y, g, v, [sigma], kernel)
+            gx = -term if gx is None else gx - term
+        if needs[1]:
+            term = prims.kernel_pair_grad(y, x, v, g, [sigma], kernel)
+            gy = -term if gy is None else gy - term
+        if needs[2]:
+            term = prims.kernel_matmul(y, x, g, [sigma], kernel)
+            gv = term if gv is None else gv + term
+    return gx, gy, gv
+
+
 def mmd2_value_backward(prims, grad_value, x, y, wx, wy, coef, sigmas, kernel, gx, gy, needs):
     """Backward of value = coef · terms + const. ∂/∂x, ∂/∂y were computed inside the forward pass (gx, gy);
     the weights' gradients are fused kernel-matrix products: ∂/∂wx = 2 c_0 K(x,x) wx + c_2 K(x,y) wy."""
@@ -54,6 +71,20 @@ class TorchKernelMatmul(torch.autograd.Function):
         x, y, v = ctx.saved_tensors
         needs = ctx.needs_input_grad[:3]
         return (*kernel_matmul_backward(_reference, grad.contiguous(), x, y, v, ctx.sigmas, ctx.kernel, needs), None, None)
+
+
+class TorchKernelMatmulMulti(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, y, v, sigmas, kernel):
+        ctx.save_for_backward(x, y, v)
+        ctx.sigmas, ctx.kernel = sigmas, kernel
+        return _reference.kernel_matmul_multi(x, y, v, sigmas, kernel)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, y, v = ctx.saved_tensors
+        needs = ctx.needs_input_grad[:3]
+        return (*kernel_matmul_multi_backward(_reference, grad, x, y, v, ctx.sigmas, ctx.kernel, needs), None, None)
 
 
 class TorchMMD2Value(torch.autograd.Function):

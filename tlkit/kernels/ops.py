@@ -12,7 +12,7 @@ import torch
 
 from .. import _validation as check
 from . import _dispatch, _reference
-from ._reference_autograd import TorchKernelMatmul, TorchMMD2Value
+from ._reference_autograd import TorchKernelMatmul, TorchKernelMatmulMulti, TorchMMD2Value
 
 # The C++/CUDA kernels' kernel ids and bandwidth limit (csrc/kernel_spec.h; a test compares them).
 KERNELS = {"gaussian": 0, "laplacian": 1}
@@ -48,10 +48,41 @@ def _nearest(x, y, backend):
     return torch.ops.tlkit.nearest(x, y) if backend != "torch" else _reference.nearest(x, y)
 
 
+def _nearest_kdtree(x: torch.Tensor, y: torch.Tensor):
+    """(dist, index) from scikit-learn's KD-tree, exact in float64, ties to the smallest index as the fused ops.
+
+    The tree is queried for 2 neighbours; where the second is as close as the first (to 1e-12 relative), every
+    point within that radius is fetched and the smallest index among the closest, by float64 distances computed
+    here, wins."""
+    from sklearn.neighbors import KDTree
+
+    xs, ys = x.detach().double().numpy(), y.detach().double().numpy()
+    tree = KDTree(ys)
+    k = min(2, ys.shape[0])
+    dist, index = tree.query(xs, k=k)
+    best = index[:, 0].copy()
+    if k == 2:
+        tied = np.flatnonzero(dist[:, 1] <= dist[:, 0] * (1 + 1e-12))
+        if tied.size:
+            candidates = tree.query_radius(xs[tied], r=dist[tied, 0] * (1 + 1e-12) + 1e-300)
+            for row, cand in zip(tied, candidates):
+                cand = np.sort(cand)
+                r2 = ((ys[cand] - xs[row]) ** 2).sum(1)
+                best[row] = cand[np.argmin(r2)]  # argmin: first of the equal minima = smallest index
+    exact = np.sqrt(((xs - ys[best]) ** 2).sum(1))
+    return torch.from_numpy(exact).to(x.dtype), torch.from_numpy(best.astype(np.int64))
+
+
 def _kernel_matmul(x, y, v, sigmas, kernel, backend):
     if backend == "torch":
         return TorchKernelMatmul.apply(x, y, v, sigmas, kernel)
     return torch.ops.tlkit.kernel_matmul(x, y, v, sigmas, kernel)
+
+
+def _kernel_matmul_multi(x, y, v, sigmas, kernel, backend):
+    if backend == "torch":
+        return TorchKernelMatmulMulti.apply(x, y, v, sigmas, kernel)
+    return torch.ops.tlkit.kernel_matmul_multi(x, y, v, sigmas, kernel)
 
 
 def _mmd2_value(x, y, wx, wy, coef, const, sigmas, kernel, backend):
@@ -75,6 +106,14 @@ def kernel_matmul_unchecked(x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, s
     return _kernel_matmul(x.contiguous(), y.contiguous(), v.contiguous(), sigmas, KERNELS[kernel], name)
 
 
+def kernel_matmul_multi_unchecked(x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, sigmas: list[float],
+                                  kernel: str = "gaussian", backend: str = "auto") -> torch.Tensor:
+    r"""$K_s(x, y)\,v$ for every bandwidth $s$, below the validation (as :func:`kernel_matmul_unchecked`);
+    returns (S, n, k). Used by :func:`tlkit.metrics.mmd_agg_test`'s permutations."""
+    name, _ = _dispatch.choose(backend, x.device)
+    return _kernel_matmul_multi(x.contiguous(), y.contiguous(), v.contiguous(), sigmas, KERNELS[kernel], name)
+
+
 # ---------------------------------------------------------------- public ops
 def nearest(x, y, backend: str = "auto"):
     r"""Distance from each row of ``x`` to its nearest row of ``y``, and that row's index.
@@ -82,7 +121,10 @@ def nearest(x, y, backend: str = "auto"):
     $$\mathrm{dist}_i = \min_j \lVert x_i - y_j \rVert_2, \qquad \mathrm{index}_i = \arg\min_j \lVert x_i - y_j \rVert_2$$
 
     Shapes: ``x`` (n, d), ``y`` (m, d) → ``dist`` (n,), ``index`` (n,) int64 (ties: the smallest j).
-    The fused kernels stream ``y`` in tiles; the n×m distance matrix is never formed. Not differentiable
+    The fused kernels stream ``y`` in tiles; the n×m distance matrix is never formed. On the CPU with
+    ``backend="auto"`` and low dimension (d ≤ 3 with n·m ≥ 2²², or d ≤ 5 with n·m ≥ 2²⁸, where it was measured
+    faster) scikit-learn's KD-tree answers instead, exactly in float64 with the same tie rule;
+    ``tl.kernels.backend_info()["nearest"]`` states the rule. Not differentiable
     (the index is discrete; recompute ``(x - y[index]).norm(dim=1)`` for a gradient).
     Used in lesson 05 (distance-based instance weights) and lesson 04.
     """
@@ -91,7 +133,10 @@ def nearest(x, y, backend: str = "auto"):
     compute, out = _compute_dtype(x, y)
     name, _ = _dispatch.choose(backend, x.device)
     xs, ys = _prepare(x.detach(), y.detach(), dtype=compute)
-    dist, index = _nearest(xs, ys, name)
+    if _dispatch.nearest_method(xs.shape[0], ys.shape[0], xs.shape[1], xs.device, backend) == "kdtree":
+        dist, index = _nearest_kdtree(xs, ys)
+    else:
+        dist, index = _nearest(xs, ys, name)
     return _answer((dist.to(out), index), *inputs)
 
 
@@ -131,6 +176,46 @@ def kernel_matmul(x, y, v, sigma, kernel: str = "gaussian", backend: str = "auto
     xs, ys, vs = _prepare(x, y, v2, dtype=compute)
     result = _kernel_matmul(xs, ys, vs, sigmas, kid, name).to(out)
     return _answer(result[:, 0] if squeeze else result, *inputs)
+
+
+def kernel_matmul_multi(x, y, v, sigma, kernel: str = "gaussian", backend: str = "auto"):
+    r"""Kernel-matrix products for several bandwidths at once, one per bandwidth (no averaging):
+
+    $$\mathrm{out}_{s,i\cdot} = \sum_{j=1}^{m} k_{\sigma_s}(x_i, y_j)\, v_{j\cdot}, \qquad s = 1, \dots, S$$
+
+    with the Gaussian or Laplacian $k_\sigma$ of :func:`kernel_matmul`. Every pair's distance is computed once
+    for all $S$ bandwidths; on the C++ backend, bandwidths on a power-of-two ladder
+    ($\sigma_{s}^2 / \sigma_{s+1}^2 = 2^p$, $p \le 3$, e.g. $\sigma_0 2^{\ell}$) are derived from the previous one by
+    $p$ squarings, $k_{s+1} = k_s^{2^p}$, instead of an exp. The chain restarts with a fresh exp before it would pass
+    6 squarings in float32 (16 in float64), which bounds every kernel value's relative error by
+    $2.6 \cdot 2^{6} u \approx 9.9 \times 10^{-6}$ ($u = 2^{-24}$): the float32 contract of $10^{-5}$ holds for the
+    narrowest term too.
+
+    Shapes: ``x`` (n, d), ``y`` (m, d), ``v`` (m, k) or (m,) → (S, n, k) or (S, n). Differentiable in ``x``, ``y``
+    and ``v``. The primitive of the aggregated MMD test (:func:`tlkit.metrics.mmd_agg_test`, lesson 04).
+    """
+    inputs = (x, y, v)
+    x, y = check.check_point_pair(x, y)
+    if isinstance(v, np.ndarray):
+        v = torch.from_numpy(np.ascontiguousarray(v))
+    if not isinstance(v, torch.Tensor):
+        raise TypeError(f"v must be a tensor of shape (m, k) or (m,), got {type(v).__name__}")
+    squeeze = v.dim() == 1
+    v2 = v[:, None] if squeeze else v
+    if v2.dim() != 2 or v2.shape[0] != y.shape[0] or v2.shape[1] == 0:
+        raise ValueError(f"v must have shape ({y.shape[0]}, k) or ({y.shape[0]},) to match y, got {tuple(v.shape)}")
+    if v2.device != x.device:
+        raise ValueError(f"v must be on {x.device}, got {v2.device}")
+    if not v2.is_floating_point():
+        v2 = v2.to(torch.get_default_dtype())
+    check.check_finite(v2, "v")
+    sigmas = check.check_bandwidths(sigma, max_count=MAX_BANDWIDTHS)
+    kid = KERNELS[check.check_choice(kernel, "kernel", KERNELS)]
+    compute, out = _compute_dtype(x, y, v2)
+    name, _ = _dispatch.choose(backend, x.device)
+    xs, ys, vs = _prepare(x, y, v2, dtype=compute)
+    result = _kernel_matmul_multi(xs, ys, vs, sigmas, kid, name).to(out)
+    return _answer(result[..., 0] if squeeze else result, *inputs)
 
 
 def kernel_sum(x, y, sigma, kernel: str = "gaussian", weights=None, backend: str = "auto"):

@@ -2,6 +2,6 @@
 
 The MMD estimators themselves are :func:`tlkit.mmd2` (fused kernels). Used in lessons 02, 04 and 09.
 """
-from .shift import coral_distance, mmd_test, proxy_a_distance
+from .shift import coral_distance, mmd_agg_test, mmd_test, proxy_a_distance
 
-__all__ = ["mmd_test", "proxy_a_distance", "coral_distance"]
+__all__ = ["mmd_test", "mmd_agg_test", "proxy_a_distance", "coral_distance"]

@@ -12,9 +12,10 @@ from sklearn.preprocessing import StandardScaler
 from .._validation import (check_bandwidths, check_choice, check_in_range, check_pair, check_positive_int,
                            check_random_state, like_input, to_numpy)
 from ..kernels import median_bandwidth
-from ..kernels.ops import COMPUTE_DTYPES, KERNELS, MAX_BANDWIDTHS, kernel_matmul_unchecked
+from ..kernels.ops import (COMPUTE_DTYPES, KERNELS, MAX_BANDWIDTHS, kernel_matmul_multi_unchecked,
+                           kernel_matmul_unchecked)
 
-__all__ = ["mmd_test", "proxy_a_distance", "coral_distance"]
+__all__ = ["mmd_test", "mmd_agg_test", "proxy_a_distance", "coral_distance"]
 
 
 def _unbiased_statistics(kz: torch.Tensor, assignments: torch.Tensor, row_sums: torch.Tensor, total: float,
@@ -95,6 +96,129 @@ def mmd_test(Xs, Xt, n_permutations: int = 1000, sigma=None, kernel: str = "gaus
     null = torch.cat(null)
     p_value = (1.0 + float((null >= statistic).sum())) / (1.0 + n_permutations)
     return (statistic, p_value, like_input(null, Xs)) if return_null else (statistic, p_value)
+
+
+def _split_indicators(rng: np.random.Generator, n: int, m: int, count: int) -> np.ndarray:
+    """(n + m, count) boolean: column b marks the first sample of a uniformly random split (True = first)."""
+    template = np.zeros(n + m, dtype=bool)
+    template[:n] = True
+    return rng.permuted(np.tile(template, (count, 1)), axis=1).T
+
+
+def _agg_statistics(pooled: torch.Tensor, n: int, m: int, splits: torch.Tensor, sigmas: list[float], kernel: str,
+                    backend: str, batch_size: int) -> torch.Tensor:
+    r"""Unbiased MMD² for every bandwidth (rows) and split (columns of ``splits``, (N, B) 0/1), float64 (S, B).
+
+    One fused multi-bandwidth pass per batch of splits: $K_s [\mathbf 1, a_1, \dots, a_b]$ for all $s$ at once
+    (:func:`tlkit.kernels.kernel_matmul_multi`); the $S \cdot B$ statistics are quadratic forms in the split
+    indicators (:func:`_unbiased_statistics`). No $N \times N$ matrix is formed.
+    """
+    N = n + m
+    ones = torch.ones(N, 1, dtype=pooled.dtype, device=pooled.device)
+    row_sums = kernel_matmul_multi_unchecked(pooled, pooled, ones, sigmas, kernel, backend)[:, :, 0].double()
+    totals = row_sums.sum(dim=1)
+    diagonal = 1.0  # k(z, z) for the gaussian and laplacian kernels
+    out = []
+    for start in range(0, splits.shape[1], batch_size):
+        a = splits[:, start:start + batch_size].to(pooled.dtype)
+        ka = kernel_matmul_multi_unchecked(pooled, pooled, a, sigmas, kernel, backend).double()  # (S, N, b)
+        out.append(torch.stack([_unbiased_statistics(ka[s], a, row_sums[s], float(totals[s]), n, m, diagonal)
+                                for s in range(len(sigmas))]))
+    return torch.cat(out, dim=1)
+
+
+def _agg_decision(observed: np.ndarray, null_quantile: np.ndarray, null_level: np.ndarray, alpha: float,
+                  weights: np.ndarray, steps: int):
+    r"""MMDAgg's level correction (Schrab et al., 2023, Algorithm 1, steps 3–4).
+
+    ``observed`` (S,), ``null_quantile`` (S, B1) and ``null_level`` (S, B2): statistics of the observed split and
+    of two independent sets of random splits. With $M^{(1)}_s$ the B1 + 1 values (observed included) sorted,
+    $q_s(u) = M^{(1)}_{s,(\lceil (B_1+1)(1 - u w_s) \rceil)}$, and $u_\alpha$ the largest $u$ (bisection, ``steps``
+    halvings of $[0, \min_s 1/w_s]$) with $\frac{1}{B_2}\#\{b : \max_s (M^{(2)}_{s,b} - q_s(u)) > 0\} \le \alpha$.
+    Returns (reject, thresholds $q_s(u_\alpha)$, $u_\alpha$).
+    """
+    first = np.sort(np.concatenate([null_quantile, observed[:, None]], axis=1), axis=1)  # (S, B1 + 1)
+    count = first.shape[1]
+
+    def thresholds(u):
+        index = np.clip(np.ceil(count * (1.0 - u * weights)).astype(np.int64) - 1, 0, count - 1)
+        return first[np.arange(len(weights)), index]
+
+    low, high = 0.0, float(np.min(1.0 / weights))
+    for _ in range(steps):
+        u = 0.5 * (low + high)
+        exceed = np.mean(np.max(null_level - thresholds(u)[:, None], axis=0) > 0)
+        if exceed <= alpha:
+            low = u
+        else:
+            high = u
+    final = thresholds(low)
+    return bool(np.any(observed > final)), final, low
+
+
+def mmd_agg_test(Xs, Xt, alpha: float = 0.05, sigma=None, levels=(-4, 2), kernel: str = "gaussian",
+                 n_permutations: int = 500, n_level_permutations: int = 500, bisection_steps: int = 50,
+                 random_state=None, batch_size: int = 256, return_details: bool = False, backend: str = "auto"):
+    r"""MMDAgg: the aggregated MMD two-sample test over a collection of bandwidths (Schrab, Kim, Albert, Laurent,
+    Guedj & Gretton, JMLR 2023), level $\alpha$ by permutations, without choosing a bandwidth or splitting the data.
+
+    For each bandwidth $\lambda \in \Lambda$ the statistic is the unbiased $\widehat{\mathrm{MMD}}^2_{u,\lambda}$ of
+    :func:`mmd_test`. With uniform weights $w_\lambda = 1/|\Lambda|$, the test rejects $H_0: P = Q$ when
+    $$\exists \lambda \in \Lambda:\quad \widehat{\mathrm{MMD}}^2_{u,\lambda} > \hat q_{\lambda,\,1 - u_\alpha w_\lambda},
+      \qquad u_\alpha = \sup\Big\{u : \hat P_{B_2}\Big(\max_\lambda \big(\widehat{\mathrm{MMD}}^{2,(b)}_{u,\lambda}
+      - \hat q_{\lambda, 1 - u w_\lambda}\big) > 0\Big) \le \alpha\Big\}$$
+    where $\hat q_{\lambda, 1-a}$ is the $\lceil (B_1 + 1)(1 - a) \rceil$-th smallest of the statistic over
+    ``n_permutations`` $= B_1$ random splits and the observed one, and $\hat P_{B_2}$ counts over
+    ``n_level_permutations`` $= B_2$ further splits; $u_\alpha$ by ``bisection_steps`` bisections. Bonferroni
+    would be $u = \alpha$ (each bandwidth at level $\alpha w_\lambda$); $u_\alpha$ is estimated instead, larger when
+    the statistics of neighbouring bandwidths are correlated, which is where the aggregated test gains power.
+
+    Bandwidths: ``sigma`` (a sequence) or, by default, $\Lambda = \{2^\ell \lambda_{\mathrm{med}} : \ell =
+    \ell_-, \dots, \ell_+\}$ with ``levels`` $= (\ell_-, \ell_+)$ and $\lambda_{\mathrm{med}}$ the median
+    heuristic of the pooled sample (label-free, so the level is kept), the paper's $\Lambda(\ell_-, \ell_+)$.
+    Every statistic, $|\Lambda| \cdot (1 + B_1 + B_2)$ of them, comes from the fused multi-bandwidth kernel
+    (:func:`tlkit.kernels.kernel_matmul_multi`, one distance per pair for all bandwidths, the doubling ladder by
+    squarings): each split is a column of indicators and no kernel matrix is formed.
+
+    Shapes: ``Xs`` (n, d), ``Xt`` (m, d), n, m ≥ 2 → ``reject`` (bool), or with ``return_details=True``
+    ``(reject, details)``, a dict with ``bandwidths`` (S,), ``statistics`` (S,), ``thresholds`` (S,), ``u_alpha``,
+    ``null_quantile`` (S, B1) and ``null_level`` (S, B2) as numpy arrays. Used in lesson 04 (exercise).
+    """
+    xs, xt = check_pair(Xs, Xt, min_samples=2)
+    alpha = check_in_range(alpha, "alpha", 0.0, 1.0, low_inclusive=False, high_inclusive=False)
+    n_permutations = check_positive_int(n_permutations, "n_permutations")
+    n_level_permutations = check_positive_int(n_level_permutations, "n_level_permutations")
+    bisection_steps = check_positive_int(bisection_steps, "bisection_steps")
+    batch_size = check_positive_int(batch_size, "batch_size")
+    kernel = check_choice(kernel, "kernel", KERNELS)
+    rng = check_random_state(random_state)
+    n, m = xs.shape[0], xt.shape[0]
+    pooled = torch.cat([xs, xt])
+    if pooled.dtype not in COMPUTE_DTYPES:
+        pooled = pooled.float()
+    pooled = pooled.contiguous()
+    if sigma is None:
+        if (not isinstance(levels, (tuple, list)) or len(levels) != 2
+                or not all(isinstance(v, (int, np.integer)) for v in levels) or levels[0] > levels[1]):
+            raise ValueError(f"levels must be two integers (low, high) with low <= high, got {levels!r}")
+        if levels[1] - levels[0] + 1 > MAX_BANDWIDTHS:
+            raise ValueError(f"levels must span at most {MAX_BANDWIDTHS} bandwidths, got {levels!r}")
+        base = median_bandwidth(xs, xt)
+        sigma = [base * 2.0 ** level for level in range(int(levels[0]), int(levels[1]) + 1)]
+    sigmas = check_bandwidths(sigma, max_count=MAX_BANDWIDTHS)
+    observed = torch.zeros(n + m, 1, dtype=pooled.dtype, device=pooled.device)
+    observed[:n] = 1.0
+    splits = torch.from_numpy(_split_indicators(rng, n, m, n_permutations + n_level_permutations))
+    splits = torch.cat([observed.cpu().bool(), splits], dim=1).to(pooled.device)
+    stats = _agg_statistics(pooled, n, m, splits, sigmas, kernel, backend, batch_size).cpu().numpy()
+    weights = np.full(len(sigmas), 1.0 / len(sigmas))
+    reject, thresholds, u_alpha = _agg_decision(stats[:, 0], stats[:, 1:1 + n_permutations],
+                                                stats[:, 1 + n_permutations:], alpha, weights, bisection_steps)
+    if not return_details:
+        return reject
+    return reject, {"bandwidths": np.asarray(sigmas), "statistics": stats[:, 0], "thresholds": thresholds,
+                    "u_alpha": u_alpha, "null_quantile": stats[:, 1:1 + n_permutations],
+                    "null_level": stats[:, 1 + n_permutations:]}
 
 
 def proxy_a_distance(Xs, Xt, classifier=None, cv: int = 5, random_state=None) -> float:

@@ -28,6 +28,7 @@ Tensor kernel_matmul_impl(const Tensor& x, const Tensor& y, const Tensor& v, con
     DistanceTile<T, GEMM> dt(X, Y, row_block, tile, keep);
     T* kvals = scratch<T>(keep, (blas_contract ? row_block : 1) * tile);
     T* tbuf = scratch<T>(keep, tile);
+    T* cbuf = scratch<T>(keep, tile);  // the ladder's last term
     T* contracted = blas_contract ? scratch<T>(keep, row_block * k) : nullptr;
     std::vector<double> acc(row_block * k);
 #pragma omp for schedule(static)
@@ -41,7 +42,7 @@ Tensor kernel_matmul_impl(const Tensor& x, const Tensor& y, const Tensor& v, con
           const auto r = dt.row(ii);
           T* kr = kvals + (blas_contract ? ii * nj : 0);
           eval_row<T, KIND, false>(kp, nj, [&](int64_t j) { return DistanceTile<T, GEMM>::r2_at(r, j); }, tbuf, kr,
-                                   nullptr);
+                                   nullptr, cbuf);
           if (!blas_contract) {
             for (int64_t c = 0; c < k; ++c) {
               const T* vj = v_cols + c * m + j0;
@@ -58,6 +59,74 @@ Tensor kernel_matmul_impl(const Tensor& x, const Tensor& y, const Tensor& v, con
         }
       }
       for (int64_t e = 0; e < ni * k; ++e) out_data[i0 * k + e] = static_cast<T>(acc[e]);
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// kernel_matmul_multi: out[s]_i = sum_j k_s(x_i, y_j) v_j for every bandwidth s separately (no averaging), from one
+// distance per pair and the ladder's squarings (pairwise.h).  out (S, n, k).
+template <typename T, int KIND, bool GEMM>
+Tensor kernel_matmul_multi_impl(const Tensor& x, const Tensor& y, const Tensor& v, const KernelParams<T>& kp) {
+  const int64_t n = x.size(0), m = y.size(0), d = x.size(1), k = v.size(1), S = kp.count;
+  const std::vector<double> centre = GEMM ? common_mean(x, y) : std::vector<double>(d, 0.0);
+  const int threads = threads_for(n * m * (d + S * k));
+  const Cloud<T> X = make_cloud<T>(x, GEMM, centre, threads), Y = make_cloud<T>(y, GEMM, centre, threads);
+  const bool blas_contract = k > kGemmMinColumns;
+  const T* vs = v.data_ptr<T>();
+  Tensor v_cols_t;
+  const T* v_cols = blas_contract ? nullptr : transposed<T>(v, v_cols_t);  // (k, m)
+  Tensor out = at::empty({S, n, k}, x.options());
+  T* out_data = out.data_ptr<T>();
+  const RowBlocks rb = row_blocks<GEMM>(n, threads);
+  const int64_t tile = rb.tile, row_block = rb.size;
+  const int64_t plane = (blas_contract ? row_block : 1) * tile;  // one bandwidth's kernel values
+
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<Tensor> keep;
+    DistanceTile<T, GEMM> dt(X, Y, row_block, tile, keep);
+    T* kvals = scratch<T>(keep, S * plane);
+    T* tbuf = scratch<T>(keep, tile);
+    T* contracted = blas_contract ? scratch<T>(keep, row_block * k) : nullptr;
+    std::vector<double> acc(S * row_block * k);
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < rb.count; ++b) {
+      const int64_t i0 = b * row_block, ni = std::min(row_block, n - i0);
+      std::fill(acc.begin(), acc.end(), 0.0);
+      for (int64_t j0 = 0; j0 < m; j0 += tile) {
+        const int64_t nj = std::min(tile, m - j0);
+        dt.begin(i0, ni, j0, nj, false);
+        for (int64_t ii = 0; ii < ni; ++ii) {
+          const auto r = dt.row(ii);
+          T* kr = kvals + (blas_contract ? ii * nj : 0);
+          eval_terms<T, KIND>(kp, nj, [&](int64_t j) { return DistanceTile<T, GEMM>::r2_at(r, j); }, tbuf, kr,
+                              plane);
+          if (!blas_contract) {
+            for (int64_t sg = 0; sg < S; ++sg) {
+              const T* ks = kr + sg * plane;
+              for (int64_t c = 0; c < k; ++c) {
+                const T* vj = v_cols + c * m + j0;
+                T sum = 0;
+#pragma omp simd reduction(+ : sum)
+                for (int64_t j = 0; j < nj; ++j) sum += ks[j] * vj[j];
+                acc[(sg * row_block + ii) * k + c] += sum;
+              }
+            }
+          }
+        }
+        if (blas_contract) {
+          for (int64_t sg = 0; sg < S; ++sg) {
+            matmul_into(contracted, matrix_view(kvals + sg * plane, ni, nj), matrix_view(vs + j0 * k, nj, k));
+            double* a = acc.data() + sg * row_block * k;
+            for (int64_t e = 0; e < ni * k; ++e) a[e] += contracted[e];
+          }
+        }
+      }
+      for (int64_t sg = 0; sg < S; ++sg)
+        for (int64_t e = 0; e < ni * k; ++e)
+          out_data[(sg * n + i0) * k + e] = static_cast<T>(acc[sg * row_block * k + e]);
     }
   }
   return out;
@@ -90,6 +159,7 @@ Tensor kernel_pair_grad_impl(const Tensor& a, const Tensor& b, const Tensor& A, 
     T* weights = scratch<T>(keep, (GEMM ? row_block : 1) * tile);     // (A_i . B_j) phi_ij
     T* moment = GEMM ? scratch<T>(keep, row_block * d) : nullptr;      // weights @ Q_J
     T* tbuf = scratch<T>(keep, tile);
+    T* cbuf = scratch<T>(keep, tile);  // the ladder's last term
     T* kbuf = scratch<T>(keep, tile);
     std::vector<double> acc(row_block * d), row_weight(row_block);
 #pragma omp for schedule(static)
@@ -114,7 +184,7 @@ Tensor kernel_pair_grad_impl(const Tensor& a, const Tensor& b, const Tensor& A, 
           }
           T* wr = weights + (GEMM ? ii * nj : 0);
           eval_row<T, KIND, true>(kp, nj, [&](int64_t j) { return DistanceTile<T, GEMM>::r2_at(r, j); }, tbuf, kbuf,
-                                  wr);
+                                  wr, cbuf);
           T wsum = 0;
 #pragma omp simd reduction(+ : wsum)
           for (int64_t j = 0; j < nj; ++j) {
@@ -163,6 +233,18 @@ Tensor kernel_matmul(const Tensor& x, const Tensor& y, const Tensor& v, at::Arra
   });
 }
 
+Tensor kernel_matmul_multi(const Tensor& x, const Tensor& y, const Tensor& v, at::ArrayRef<double> sigmas,
+                           int64_t kernel) {
+  check_pair(x, y);
+  check_cloud(v, "v", -1, x.scalar_type());
+  TORCH_CHECK(v.size(0) == y.size(0) && v.size(1) >= 1, "tlkit: v has shape ", v.sizes(), ", expected (",
+              y.size(0), ", >=1)");
+  const bool gemm = use_gemm_form(x.size(1));
+  return TLKIT_DISPATCH(x.scalar_type(), kernel, gemm, [&] {
+    return kernel_matmul_multi_impl<T, KIND, GEMM>(x, y, v, make_kernel_params<T>(sigmas, kernel));
+  });
+}
+
 Tensor kernel_pair_grad(const Tensor& a, const Tensor& b, const Tensor& A, const Tensor& B,
                         at::ArrayRef<double> sigmas, int64_t kernel) {
   check_pair(a, b);
@@ -181,5 +263,6 @@ Tensor kernel_pair_grad(const Tensor& a, const Tensor& b, const Tensor& A, const
 
 TORCH_LIBRARY_IMPL(tlkit, CPU, m) {
   m.impl("kernel_matmul", &tlkit::cpu::kernel_matmul);
+  m.impl("kernel_matmul_multi", &tlkit::cpu::kernel_matmul_multi);
   m.impl("kernel_pair_grad", &tlkit::cpu::kernel_pair_grad);
 }

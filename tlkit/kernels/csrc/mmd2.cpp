@@ -68,6 +68,7 @@ std::tuple<Tensor, Tensor, Tensor> mmd2_terms_impl(const Tensor& x, const Tensor
     T* col_acc = GRAD && !GEMM ? scratch<T>(keep, d * tile) : nullptr;
     T* tbuf = scratch<T>(keep, tile);
     T* kbuf = scratch<T>(keep, tile);
+    T* cbuf = scratch<T>(keep, tile);  // the ladder's last term
     T* phi_buf = GRAD && !GEMM ? scratch<T>(keep, tile) : nullptr;
     T* phi_w_row = GRAD ? scratch<T>(keep, tile) : nullptr;   // w_q phi, row side
     T* phi_w_col = GRAD ? scratch<T>(keep, tile) : nullptr;   // w_p phi, column side
@@ -105,14 +106,14 @@ std::tuple<Tensor, Tensor, Tensor> mmd2_terms_impl(const Tensor& x, const Tensor
         const auto r2_at = [&](int64_t j) { return DistanceTile<T, GEMM>::r2_at(r, j); };
         T s = 0;
         if (!GRAD) {
-          eval_row<T, KIND, false>(kp, nj, r2_at, tbuf, kbuf, nullptr);
+          eval_row<T, KIND, false>(kp, nj, r2_at, tbuf, kbuf, nullptr, cbuf);
 #pragma omp simd reduction(+ : s)
           for (int64_t j = 0; j < nj; ++j) s += wq[j] * kbuf[j];
           tile_sum += static_cast<double>(wi) * s;
           continue;
         }
         T* phi_row = GEMM ? dt.dots + ii * nj : phi_buf;  // GEMM: phi overwrites the consumed r^2 row
-        eval_row<T, KIND, true>(kp, nj, r2_at, tbuf, kbuf, phi_row);
+        eval_row<T, KIND, true>(kp, nj, r2_at, tbuf, kbuf, phi_row, cbuf);
         if (diagonal) phi_row[ii] = T(0);  // a_i - a_i = 0 exactly; the expanded GEMM form would leave rounding
         T wsum = 0;
 #pragma omp simd reduction(+ : s, wsum)

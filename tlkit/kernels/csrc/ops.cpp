@@ -34,6 +34,8 @@ std::tuple<Tensor, Tensor, Tensor> mmd2_value(const Tensor& x, const Tensor& y, 
 TORCH_LIBRARY(tlkit, m) {
   m.def("nearest(Tensor x, Tensor y) -> (Tensor, Tensor)");
   m.def("kernel_matmul(Tensor x, Tensor y, Tensor v, float[] sigmas, int kernel) -> Tensor");
+  // out[s] = K_s(x, y) v for each bandwidth s separately: (S, n, k); the aggregated MMD test's permutations
+  m.def("kernel_matmul_multi(Tensor x, Tensor y, Tensor v, float[] sigmas, int kernel) -> Tensor");
   m.def("kernel_pair_grad(Tensor a, Tensor b, Tensor A, Tensor B, float[] sigmas, int kernel) -> Tensor");
   m.def(
       "mmd2_terms(Tensor x, Tensor y, Tensor wx, Tensor wy, float[] coef, float[] sigmas, int kernel, "

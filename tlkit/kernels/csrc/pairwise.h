@@ -99,11 +99,30 @@ TLKIT_INLINE double exp2_nonpositive(double x) {
 
 // ---------------------------------------------------------------------------------------------------------------
 // Kernel constants: k_s = 2^(rate_s * t) with t = r^2 (gaussian) or r (laplacian).
+//
+// Bandwidth ladders.  The terms are evaluated widest first.  When a term's rate is an exact power-of-two multiple
+// rate_s = 2^p rate_prev of the term evaluated just before it (sigma_prev^2 / sigma_s^2 = 2^p for the gaussian,
+// sigma_prev / sigma_s = 2^p for the laplacian), k_s = k_prev^(2^p) is p squarings instead of an exp.  Error: with
+// e_0 the relative error of the chain's exp (measured <= 1.6 u for exp2_nonpositive, u = 2^-24 in fp32) and u per
+// rounded squaring, J squarings along a chain give |e_J| <= 2^J e_0 + (2^J - 1) u <= 2.6 * 2^J u.  A chain is cut
+// (a fresh exp) before it passes kMaxSquarings<T>: 6 in fp32 (bound 2.6 * 64 u = 9.9e-6, within the 1e-5 relative
+// contract for every single kernel value, the narrowest term included; the widest term is the exp itself, <= 1.6 u)
+// and 16 in fp64 (2.6 * 65536 * 2^-53 = 1.9e-11).  Bandwidths that are no power-of-two ladder cost one vectorised
+// exp each per pair, all sharing one distance.  DAN's ladder sigma_0 * 2^k (rate ratio 4, p = 2) thus takes 2 exps
+// for 5 bandwidths in fp32 and 1 in fp64; a sqrt(2) ladder (p = 1) takes 1 exp per 7 bandwidths in fp32.
+template <typename T>
+constexpr int kMaxSquarings = sizeof(T) == 4 ? 6 : 16;
+// Longest run of squarings one term may take from the previous term (a run of p > 3 is rarely worth its code).
+constexpr int kMaxStepSquarings = 3;
+
 template <typename T>
 struct KernelParams {
   int count = 0;
-  T rate[kMaxBandwidths];         // -log2(e) / (2 sigma^2)  or  -log2(e) / sigma
+  T rate[kMaxBandwidths];         // -log2(e) / (2 sigma^2)  or  -log2(e) / sigma, widest first
   T phi_weight[kMaxBandwidths];   // 1 / sigma^2             or  1 / sigma
+  int squarings[kMaxBandwidths];  // 0: exp of rate * t;  p > 0: k_s = k_{s-1}^(2^p)
+  int slot[kMaxBandwidths];       // position of this (sorted) term among the caller's sigmas
+  int exps = 0;                   // how many exps a pair costs
   T inv_count = 1;
 };
 
@@ -115,22 +134,75 @@ KernelParams<T> make_kernel_params(at::ArrayRef<double> sigmas, int64_t kernel) 
   KernelParams<T> kp;
   kp.count = static_cast<int>(sigmas.size());
   kp.inv_count = static_cast<T>(1.0 / static_cast<double>(sigmas.size()));
-  const double log2e = 1.4426950408889634074;
   for (int s = 0; s < kp.count; ++s) {
-    const double sigma = sigmas[s];
-    TORCH_CHECK(std::isfinite(sigma) && sigma > 0, "tlkit: bandwidths must be positive and finite, got ", sigma);
+    TORCH_CHECK(std::isfinite(sigmas[s]) && sigmas[s] > 0, "tlkit: bandwidths must be positive and finite, got ",
+                sigmas[s]);
+    kp.slot[s] = s;
+  }
+  // widest first; ties keep the caller's order (deterministic)
+  std::stable_sort(kp.slot, kp.slot + kp.count, [&](int a, int b) { return sigmas[a] > sigmas[b]; });
+  const double log2e = 1.4426950408889634074;
+  int chain = 0;  // squarings since the chain's exp
+  for (int s = 0; s < kp.count; ++s) {
+    const double sigma = sigmas[kp.slot[s]];
     kp.rate[s] = static_cast<T>(kernel == 0 ? -log2e / (2.0 * sigma * sigma) : -log2e / sigma);
     kp.phi_weight[s] = static_cast<T>(kernel == 0 ? 1.0 / (sigma * sigma) : 1.0 / sigma);
+    kp.squarings[s] = 0;
+    if (s > 0) {
+      const double prev = sigmas[kp.slot[s - 1]];
+      const double ratio = kernel == 0 ? (prev * prev) / (sigma * sigma) : prev / sigma;
+      const int p = static_cast<int>(std::lround(std::log2(ratio)));
+      if (p >= 1 && p <= kMaxStepSquarings && std::abs(ratio / std::ldexp(1.0, p) - 1.0) <= 1e-12 &&
+          chain + p <= kMaxSquarings<T>) {
+        kp.squarings[s] = p;
+        kp.rate[s] = static_cast<T>(std::ldexp(static_cast<double>(kp.rate[s - 1]), p));  // exactly 2^p rate_prev
+        chain += p;
+      }
+    }
+    if (kp.squarings[s] == 0) {
+      chain = 0;
+      ++kp.exps;
+    }
   }
   return kp;
 }
 
+// One bandwidth step of a tile row: e = k_s (an exp of rate * t, or p squarings of the previous term's cur[j]),
+// then cur = e and the caller's accumulations.  P is the compile-time squaring count (0 = exp).
+template <typename T, int P, typename Body>
+TLKIT_INLINE void ladder_step(T rate, int64_t nj, const T* t, T* cur, Body body) {
+#pragma omp simd
+  for (int64_t j = 0; j < nj; ++j) {
+    T e;
+    if constexpr (P == 0) {
+      e = exp2_nonpositive(rate * t[j]);
+    } else {
+      e = cur[j];
+      for (int q = 0; q < P; ++q) e *= e;
+    }
+    cur[j] = e;
+    body(j, e);
+  }
+}
+
+template <typename T, typename Body>
+TLKIT_INLINE void ladder_dispatch(int p, T rate, int64_t nj, const T* t, T* cur, Body body) {
+  switch (p) {
+    case 0: ladder_step<T, 0>(rate, nj, t, cur, body); break;
+    case 1: ladder_step<T, 1>(rate, nj, t, cur, body); break;
+    case 2: ladder_step<T, 2>(rate, nj, t, cur, body); break;
+    default: ladder_step<T, 3>(rate, nj, t, cur, body); break;
+  }
+}
+
 // One tile row: kv[j] = k(r_j) and, if PHI, ph[j] = phi(r_j), from r2_at(j) = r_j^2.  Each bandwidth is one simple
 // SIMD loop over j (GCC does not vectorise a j loop that holds a runtime-length bandwidth loop); t holds r^2 or r.
+// `cur` (nj) holds the last term for the ladder's squarings; it may alias nothing else.
 template <typename T, int KIND, bool PHI, typename R2>
 TLKIT_INLINE void eval_row(const KernelParams<T>& kp, int64_t nj, R2 r2_at, T* t, T* kv,
-                           T* ph) {
+                           T* ph, T* cur) {
   const T rate0 = kp.rate[0], weight0 = kp.phi_weight[0];
+  const bool chained = kp.count > 1 && kp.squarings[1] > 0;
 #pragma omp simd
   for (int64_t j = 0; j < nj; ++j) {
     const T r2 = r2_at(j);
@@ -138,16 +210,26 @@ TLKIT_INLINE void eval_row(const KernelParams<T>& kp, int64_t nj, R2 r2_at, T* t
     const T e = exp2_nonpositive(rate0 * tj);
     t[j] = tj;
     kv[j] = e;
+    if (chained) cur[j] = e;
     if (PHI) ph[j] = weight0 * e;
   }
   for (int s = 1; s < kp.count; ++s) {
     const T rate = kp.rate[s], weight = kp.phi_weight[s];
+    const int p = kp.squarings[s];
+    const bool keep = s + 1 < kp.count && kp.squarings[s + 1] > 0;  // the next term squares this one
+    if (p == 0 && !keep) {
 #pragma omp simd
-    for (int64_t j = 0; j < nj; ++j) {
-      const T e = exp2_nonpositive(rate * t[j]);
+      for (int64_t j = 0; j < nj; ++j) {
+        const T e = exp2_nonpositive(rate * t[j]);
+        kv[j] += e;
+        if (PHI) ph[j] += weight * e;
+      }
+      continue;
+    }
+    ladder_dispatch(p, rate, nj, t, cur, [&](int64_t j, T e) {
       kv[j] += e;
       if (PHI) ph[j] += weight * e;
-    }
+    });
   }
   const T inv_count = kp.inv_count;
   if (kp.count > 1) {
@@ -160,6 +242,30 @@ TLKIT_INLINE void eval_row(const KernelParams<T>& kp, int64_t nj, R2 r2_at, T* t
       const T scale = KIND == 0 ? inv_count : (t[j] > T(0) ? inv_count / t[j] : T(0));
       ph[j] *= scale;
     }
+  }
+}
+
+// Every term of a tile row separately: kv[s * ldk + j] = k_s(r_j) for the caller's sigma s (kp.slot), no averaging.
+template <typename T, int KIND, typename R2>
+TLKIT_INLINE void eval_terms(const KernelParams<T>& kp, int64_t nj, R2 r2_at, T* t, T* kv, int64_t ldk) {
+#pragma omp simd
+  for (int64_t j = 0; j < nj; ++j) {
+    const T r2 = r2_at(j);
+    t[j] = KIND == 0 ? r2 : std::sqrt(r2);
+  }
+  const T* prev = nullptr;
+  for (int s = 0; s < kp.count; ++s) {
+    T* out = kv + kp.slot[s] * ldk;
+    const T rate = kp.rate[s];
+    const int p = kp.squarings[s];
+    if (p == 0) {
+#pragma omp simd
+      for (int64_t j = 0; j < nj; ++j) out[j] = exp2_nonpositive(rate * t[j]);
+    } else {
+      std::copy(prev, prev + nj, out);
+      ladder_dispatch(p, rate, nj, t, out, [](int64_t, T) {});
+    }
+    prev = out;
   }
 }
 

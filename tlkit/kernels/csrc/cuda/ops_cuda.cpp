@@ -111,6 +111,39 @@ at::Tensor kernel_matmul_cuda(const at::Tensor& x, const at::Tensor& y, const at
   return out;
 }
 
+// out[s] = K_s(x, y) v per bandwidth: one kernel_matmul launch per bandwidth into its slice of the output (the
+// distance is recomputed per bandwidth on the GPU; the CPU kernel shares it and squares along ladders).
+at::Tensor kernel_matmul_multi_cuda(const at::Tensor& x, const at::Tensor& y, const at::Tensor& v,
+                                    at::ArrayRef<double> sigmas, int64_t kernel) {
+  check_points(x, "x");
+  check_matrix(y, "y", x);
+  check_matrix(v, "v", x);
+  TORCH_CHECK(y.dim() == 2 && y.size(1) == x.size(1), "tlkit cuda: y must be (m, d) with the d of x");
+  TORCH_CHECK(v.dim() == 2 && v.size(0) == y.size(0), "tlkit cuda: v must be (m, k) with the m of y");
+  make_spec(sigmas, kernel);  // validates every bandwidth
+  const c10::cuda::CUDAGuard guard(x.device());
+  const int64_t S = static_cast<int64_t>(sigmas.size()), n = x.size(0), m = y.size(0), d = x.size(1), k = v.size(1);
+  auto out = at::empty({S, n, k}, x.options());
+  const int sms = sm_count();
+  auto ws = workspace(x, tlkit_cuda::workspace_bytes(Op::kKernelMatmul, n, m, d, k, false, x.element_size(), sms));
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  for (int64_t s = 0; s < S; ++s) {
+    const KernelSpec spec = make_spec(sigmas.slice(s, 1), kernel);
+    if (x.scalar_type() == at::kFloat) {
+      C10_CUDA_CHECK(tlkit_cuda::launch_kernel_matmul<float>(x.data_ptr<float>(), y.data_ptr<float>(),
+                                                             v.data_ptr<float>(), n, m, d, k, spec,
+                                                             out.data_ptr<float>() + s * n * k, ws.data_ptr(), sms,
+                                                             stream));
+    } else {
+      C10_CUDA_CHECK(tlkit_cuda::launch_kernel_matmul<double>(x.data_ptr<double>(), y.data_ptr<double>(),
+                                                              v.data_ptr<double>(), n, m, d, k, spec,
+                                                              out.data_ptr<double>() + s * n * k, ws.data_ptr(), sms,
+                                                              stream));
+    }
+  }
+  return out;
+}
+
 at::Tensor kernel_pair_grad_cuda(const at::Tensor& a, const at::Tensor& b, const at::Tensor& A, const at::Tensor& B,
                                  at::ArrayRef<double> sigmas, int64_t kernel) {
   check_points(a, "a");
@@ -181,6 +214,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mmd2_terms_cuda(const at::Tensor&
 TORCH_LIBRARY_IMPL(tlkit, CUDA, m) {
   m.impl("nearest", &nearest_cuda);
   m.impl("kernel_matmul", &kernel_matmul_cuda);
+  m.impl("kernel_matmul_multi", &kernel_matmul_multi_cuda);
   m.impl("kernel_pair_grad", &kernel_pair_grad_cuda);
   m.impl("mmd2_terms", &mmd2_terms_cuda);
 }
