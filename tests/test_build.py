@@ -35,7 +35,7 @@ from tlkit.kernels import _build, _library
 assert _library.CPP.loaded, _library.CPP.reason
 path, seconds = _build.compile_library("cuda", directory=Path({str(tmp_path)!r}))
 assert path.is_file(), path
-for op in ("nearest", "kernel_matmul", "kernel_pair_grad", "mmd2_terms"):
+for op in ("nearest", "kernel_matmul", "kernel_matmul_multi", "kernel_pair_grad", "mmd2_terms"):
     assert torch._C._dispatch_has_kernel_for_dispatch_key("tlkit::" + op, "CUDA"), op
 print("ok")
 """

@@ -192,7 +192,8 @@ def kernel_matmul_multi(x, y, v, sigma, kernel: str = "gaussian", backend: str =
     narrowest term too.
 
     Shapes: ``x`` (n, d), ``y`` (m, d), ``v`` (m, k) or (m,) → (S, n, k) or (S, n). Differentiable in ``x``, ``y``
-    and ``v``. The primitive of the aggregated MMD test (:func:`tlkit.metrics.mmd_agg_test`, lesson 04).
+    and ``v``. The primitive of the aggregated MMD test (:func:`tlkit.metrics.mmd_agg_test`, which extends
+    lesson 04's permutation test; no lesson calls this op directly).
     """
     inputs = (x, y, v)
     x, y = check.check_point_pair(x, y)

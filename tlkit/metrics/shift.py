@@ -182,7 +182,8 @@ def mmd_agg_test(Xs, Xt, alpha: float = 0.05, sigma=None, levels=(-4, 2), kernel
 
     Shapes: ``Xs`` (n, d), ``Xt`` (m, d), n, m ≥ 2 → ``reject`` (bool), or with ``return_details=True``
     ``(reject, details)``, a dict with ``bandwidths`` (S,), ``statistics`` (S,), ``thresholds`` (S,), ``u_alpha``,
-    ``null_quantile`` (S, B1) and ``null_level`` (S, B2) as numpy arrays. Used in lesson 04 (exercise).
+    ``null_quantile`` (S, B1) and ``null_level`` (S, B2) as numpy arrays. Extends lesson 04's permutation test
+    (no lesson runs it yet).
     """
     xs, xt = check_pair(Xs, Xt, min_samples=2)
     alpha = check_in_range(alpha, "alpha", 0.0, 1.0, low_inclusive=False, high_inclusive=False)
