@@ -72,3 +72,40 @@ def test_fine_tune_discriminative_rates_reach_the_right_layers(cache):
     assert not torch.equal(model.classifier.weight, pretrained.classifier.weight)
     with pytest.raises(ValueError, match="backbone_lr_mult"):
         text.fine_tune(texts, labels, backbone_lr_mult=-1.0, progress=False)
+
+
+def test_mean_pooling_classifier_is_the_probe_features_plus_a_head(cache):
+    """Its head sees exactly encode()'s embedding; dropping all-padding positions changes nothing."""
+    sentences = ["a wonderful, moving film", "dull ."]
+    tokenizer, model = text.load_minilm("mean_pooling", num_labels=3, seed=1)
+    assert type(model).__name__ == "MeanPoolingClassifier" and model.head.out_features == 3
+    short = tokenizer(sentences, padding=True, return_tensors="pt")
+    long = tokenizer(sentences, padding="max_length", max_length=32, return_tensors="pt")
+    with torch.no_grad():
+        logits = model(short["input_ids"], short["attention_mask"])
+        torch.testing.assert_close(model(long["input_ids"], long["attention_mask"]), logits, rtol=1e-4, atol=1e-5)
+        expected = model.head(text.encode(sentences, cache=False))
+    torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-5)
+    _, same_seed = text.load_minilm("mean_pooling", num_labels=3, seed=1)
+    assert torch.equal(same_seed.head.weight, model.head.weight)
+    with pytest.raises(ValueError, match="attention_mask"):
+        model(short["input_ids"], short["attention_mask"][:, :-1])
+
+
+def test_length_grouped_sampler_covers_every_index_with_similar_lengths():
+    lengths = torch.randint(3, 60, (103,), generator=torch.Generator().manual_seed(0))
+    sampler = text.LengthGroupedSampler(lengths, batch_size=8, seed=0)
+    epochs = [list(sampler), list(sampler)]
+    for batches in epochs:
+        assert len(batches) == len(sampler) == 13
+        assert sorted(i for batch in batches for i in batch) == list(range(103))
+    assert epochs[0] != epochs[1]                                    # a new order each epoch
+    spread = sum(lengths[b].max() - lengths[b].min() for b in epochs[0][:-1]) / 12
+    random_spread = sum(lengths[torch.arange(i, i + 8)].max() - lengths[torch.arange(i, i + 8)].min()
+                        for i in range(0, 96, 8)) / 12
+    assert spread < random_spread / 2, (spread, random_spread)      # grouped batches are much more uniform
+    assert list(text.LengthGroupedSampler(lengths, 8, seed=0)) == epochs[0]   # seeded
+    with pytest.raises(ValueError, match="batch_size"):
+        text.LengthGroupedSampler(lengths, 0)
+    with pytest.raises(ValueError, match="lengths"):
+        text.LengthGroupedSampler(torch.rand(5), 2)

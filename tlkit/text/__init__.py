@@ -7,6 +7,12 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from .minilm import EMBEDDING_DIM, cache_dir, encode, fine_tune, load_minilm, mean_pool, minilm_path  # noqa: E402
+from .minilm import (  # noqa: E402
+    EMBEDDING_DIM, LengthGroupedSampler, MeanPoolingClassifier, cache_dir, encode, fine_tune, load_minilm, mean_pool,
+    minilm_path,
+)
 
-__all__ = ["load_minilm", "encode", "fine_tune", "mean_pool", "minilm_path", "cache_dir", "EMBEDDING_DIM"]
+__all__ = [
+    "load_minilm", "encode", "fine_tune", "mean_pool", "MeanPoolingClassifier", "LengthGroupedSampler", "minilm_path",
+    "cache_dir", "EMBEDDING_DIM",
+]

@@ -26,15 +26,17 @@ def load_minilm(task: str = "embedding", num_labels: int = 2, seed: int = 0):
     """Tokenizer and MiniLM model, loaded offline from the package folder.
 
     ``task="embedding"``: a ``BertModel`` (for :func:`encode`); ``task="classification"``: a
-    ``BertForSequenceClassification`` with a new, seeded ``num_labels``-way head on the pretrained encoder —
-    the article's §5.2 model, with real pretrained weights that fit a CPU. Returns ``(tokenizer, model)``;
-    the model is in eval mode. Used in lessons 08 and 11.
+    ``BertForSequenceClassification`` with a new, seeded ``num_labels``-way head on the pretrained encoder's
+    [CLS] state — the article's §5.2 model, with real pretrained weights that fit a CPU;
+    ``task="mean_pooling"``: a :class:`MeanPoolingClassifier`, the new head on the mean-pooled states that
+    :func:`encode` returns (fine-tuning and a linear probe then see the same sentence representation).
+    Returns ``(tokenizer, model)``; the model is in eval mode. Used in lessons 08 and 11.
     """
     from transformers import AutoTokenizer, BertForSequenceClassification, BertModel
     from transformers.utils import logging as hf_logging
 
-    if task not in ("embedding", "classification"):
-        raise ValueError(f"task must be 'embedding' or 'classification', got {task!r}")
+    if task not in ("embedding", "classification", "mean_pooling"):
+        raise ValueError(f"task must be 'embedding', 'classification' or 'mean_pooling', got {task!r}")
     if isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 2:
         raise ValueError(f"num_labels must be an int >= 2, got {num_labels!r}")
     path = minilm_path()
@@ -45,6 +47,9 @@ def load_minilm(task: str = "embedding", num_labels: int = 2, seed: int = 0):
     try:
         if task == "embedding":
             model = BertModel.from_pretrained(path, local_files_only=True, add_pooling_layer=False)
+        elif task == "mean_pooling":
+            encoder = BertModel.from_pretrained(path, local_files_only=True, add_pooling_layer=False)
+            model = MeanPoolingClassifier(encoder, num_labels=num_labels, seed=seed)
         else:
             torch.manual_seed(seed)
             model = BertForSequenceClassification.from_pretrained(path, local_files_only=True, num_labels=num_labels)
@@ -70,6 +75,80 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
     r"""Mean of the token states over real tokens: $e = \sum_t m_t h_t / \sum_t m_t$, ``(B, T, D), (B, T) -> (B, D)``."""
     mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
     return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1e-9)
+
+
+class MeanPoolingClassifier(torch.nn.Module):
+    r"""A pretrained encoder with a new linear head on its mean-pooled token states.
+
+    $$p_\theta(y \mid s) = \operatorname{softmax}\big(W e_\theta(s) + c\big)_y, \qquad
+    e_\theta(s) = \frac{\sum_{t=1}^{T} m_t\, h_t(s)}{\sum_{t=1}^{T} m_t},$$
+
+    $e_\theta$ the sentence embedding of :func:`encode` (so a linear probe on frozen embeddings and full
+    fine-tuning differ only in whether $\theta$ moves), $W \in \mathbb R^{C \times 384}$, $c$ new and seeded.
+    ``forward(input_ids, attention_mask)``: ``(B, T)`` ints → logits ``(B, C)``. Token positions that are padding
+    in every row of the batch are dropped before the encoder runs (the result is unchanged, up to rounding,
+    because the attention mask already hides them), so a batch costs its longest sentence, not ``max_length``.
+    The children are ``encoder`` and ``head`` (``tlkit.parameter.param_groups`` treats ``head`` as the head).
+    Used in lesson 08.
+    """
+
+    def __init__(self, encoder: torch.nn.Module, num_labels: int = 2, seed: int = 0):
+        super().__init__()
+        if isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 2:
+            raise ValueError(f"num_labels must be an int >= 2, got {num_labels!r}")
+        self.encoder = encoder
+        generator = torch.Generator().manual_seed(seed)
+        self.head = torch.nn.Linear(encoder.config.hidden_size, num_labels)
+        with torch.no_grad():  # nn.Linear's default initialisation, drawn from a seeded generator
+            bound = 1.0 / encoder.config.hidden_size ** 0.5
+            self.head.weight.uniform_(-bound, bound, generator=generator)
+            self.head.bias.uniform_(-bound, bound, generator=generator)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if input_ids.shape != attention_mask.shape or input_ids.ndim != 2:
+            raise ValueError(f"input_ids and attention_mask must both be (B, T), got {tuple(input_ids.shape)} "
+                             f"and {tuple(attention_mask.shape)}")
+        used = attention_mask.bool().any(dim=0)
+        input_ids, attention_mask = input_ids[:, used], attention_mask[:, used]
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self.head(mean_pool(hidden, attention_mask))
+
+
+class LengthGroupedSampler(torch.utils.data.Sampler):
+    r"""Minibatches of sentences of similar length, in random order (Hugging Face's ``group_by_length``).
+
+    Each epoch shuffles the indices, cuts them into groups of ``group_factor * batch_size``, sorts each group
+    by length, splits it into batches of ``batch_size`` and shuffles the batches; every index appears once
+    per epoch. With a model that drops all-padding positions (:class:`MeanPoolingClassifier`) a batch then
+    costs about the mean sentence length instead of the longest one in a random batch. ``lengths``: (n,) ints.
+    Pass as ``DataLoader(dataset, batch_sampler=LengthGroupedSampler(...))``; the order is seeded and
+    changes from epoch to epoch. Used in lesson 08.
+    """
+
+    def __init__(self, lengths, batch_size: int, seed: int = 0, group_factor: int = 4):
+        self.lengths = torch.as_tensor(lengths)
+        if self.lengths.ndim != 1 or len(self.lengths) == 0 or self.lengths.is_floating_point():
+            raise ValueError(f"lengths must be a non-empty 1-D array of ints, got shape {tuple(self.lengths.shape)} "
+                             f"and dtype {self.lengths.dtype}")
+        for name, value in (("batch_size", batch_size), ("group_factor", group_factor)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        self.batch_size, self.group_factor = batch_size, group_factor
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size)  # groups hold whole batches, so only the last is short
+
+    def __iter__(self):
+        order = torch.randperm(len(self.lengths), generator=self.generator)
+        group = self.group_factor * self.batch_size
+        batches = []
+        for start in range(0, len(order), group):
+            chunk = order[start:start + group]
+            chunk = chunk[torch.argsort(self.lengths[chunk], stable=True)]
+            batches += [chunk[i:i + self.batch_size].tolist() for i in range(0, len(chunk), self.batch_size)]
+        for b in torch.randperm(len(batches), generator=self.generator).tolist():
+            yield batches[b]
 
 
 def encode(texts: Sequence[str], batch_size: int = 32, max_length: int = 128, normalize: bool = False,
