@@ -4,7 +4,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ["bench_kernels.py", "bench_classical.py", "bench_distributed.py"]
+SCRIPTS = ["bench_kernels.py", "bench_classical.py", "bench_kmm.py", "bench_distributed.py"]
 
 
 def main() -> int:
