@@ -9,12 +9,24 @@ MMD² forward + backward at n = m = 200,000, d = 16.  Columns: tlkit (backend="c
 mean with the n x m matrices in memory, autograd for the backward); chunked torch (row blocks of at most 2^22 kernel
 entries: squared distances by cdist below d = 25, else by the norm expansion with y's norms computed once; exp; a
 hand-written blockwise gradient accumulated in place; never more than one block of the kernel matrix in memory);
-pykeops on the CPU when importable.  Time: median wall time of up to --repeats runs after a warm-up (a single run
+pykeops on the CPU when importable (`pip install pykeops==2.3`; it compiles its kernels with the system C++
+compiler on first use; if that fails the column is skipped with the error).  Time: median wall time of up to --repeats runs after a warm-up (a single run
 once a call takes > 3 s; a call over 10 s is timed on the warm-up call itself).
 Memory: peak resident-set growth during the warm-up call (freed heap first returned to the OS with malloc_trim),
 sampled every millisecond from /proc/self/statm by a thread: a measurement, not an analytical count; peaks shorter
 than the sampling period can be missed, and the extension's own load is excluded by a tiny call first.  Naive torch is
 skipped, with the bytes it would need, where its matrices (12 n² bytes forward, 36 n² with autograd) exceed 16 GiB.
+
+Issue-16 sections (also alone with --only-new):
+  * physical floors measured here: fp32 GEMM rate (torch.mm, 2048^2, the set threads) and vectorised exp rate
+    (torch.exp on one thread over a cached 2^16-float block, times the threads); every row gets floor = pairs * (exps/pair / exp rate + flops/pair / GEMM rate) and the
+    ratio time/floor.  Pairs: MMD² 2n² (one symmetric pass over z = [x; y], upper tiles: N²/2), kernel sum / nearest
+    n·m; flops/pair 2d (distance) forward, 6d with the gradient (distance plus row and column contractions).
+  * multi-bandwidth: tl.mmd2 with 5 bandwidths on DAN's ladder sigma_0 2^k (k = -2..2), and 5 off-ladder bandwidths,
+    against 1 bandwidth in the same run (the ratio is the figure; absolute times move with the machine's load);
+  * Gaussian kernel sum (tl.kernel_sum) against pykeops and chunked torch;
+  * the aggregated MMD test (tl.metrics.mmd_agg_test, 7 bandwidths, B1 = B2 = 500) against a dense torch
+    reference that forms the 7 kernel matrices.
 """
 from __future__ import annotations
 
@@ -26,6 +38,7 @@ import statistics
 import threading
 import time
 
+import numpy as np
 import torch
 
 import tlkit as tl
@@ -118,6 +131,21 @@ def keops_mmd2(LazyTensor, x, y, sigma):
     return mean_k(x, x) + mean_k(y, y) - 2 * mean_k(x, y)
 
 
+def keops_kernel_sum(LazyTensor, x, y, sigma):
+    d2 = ((LazyTensor(x[:, None, :]) - LazyTensor(y[None, :, :])) ** 2).sum(-1)
+    return (-d2 / (2 * sigma**2)).exp().sum(1)
+
+
+def chunked_kernel_sum(x, y, sigma):
+    rows = max(1, CHUNK_ELEMENTS // len(y))
+    y_sqnorm = column_norms(y)
+    out = x.new_empty(len(x))
+    for start in range(0, len(x), rows):
+        out[start:start + rows] = torch.exp(squared_distances(x[start:start + rows], y, y_sqnorm)
+                                            .mul_(-0.5 / sigma**2)).sum(1)
+    return out
+
+
 def keops_nearest(LazyTensor, x, y):
     d2 = ((LazyTensor(x[:, None, :]) - LazyTensor(y[None, :, :])) ** 2).sum(-1)
     return d2.min(1).sqrt(), d2.argmin(1)
@@ -190,6 +218,8 @@ def task_functions(task, sigma, LazyTensor):
 
     if task == "nearest":
         fns = {"tlkit": lambda x, y: tl.nearest(x, y, backend="cpp"),
+               # backend="auto": scikit-learn's KD-tree where tl.kernels.backend_info()["nearest"] says so
+               "tl-auto": lambda x, y: tl.nearest(x, y),
                "naive": lambda x, y: torch.cdist(x, y).min(dim=1),
                "chunked": chunked_nearest}
         if LazyTensor is not None:
@@ -205,6 +235,148 @@ def task_functions(task, sigma, LazyTensor):
         keops_loss = lambda x, y: keops_mmd2(LazyTensor, x, y, sigma)  # noqa: E731
         fns["keops"] = with_backward(keops_loss) if backward else keops_loss
     return fns
+
+
+# ------------------------------------------------------------------------------------------ physical floors
+def measure_floors(threads):
+    """(fp32 GEMM flop/s, vectorised exp/s) measured on this machine (best of 5 each).
+
+    GEMM: torch.mm of 2048 x 2048 fp32 matrices with `threads` threads.  exp: torch.exp on one thread over a 2^16-float
+    block (cache-resident), 256 times per measurement, times `threads` (perfect scaling: a floor, not a forecast).
+    A 2^24-float array would measure memory bandwidth; small blocks on 2 threads of a shared machine measure the
+    thread pool's wake-ups."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    out = torch.empty(2048, 2048)
+    gemm = min(measure_once(lambda: torch.mm(a, b, out=out)) for _ in range(5))
+    torch.set_num_threads(1)
+    v = torch.rand(1 << 16) * -20
+    w = torch.empty_like(v)
+
+    def exps():
+        for _ in range(256):
+            torch.exp(v, out=w)
+
+    expo = min(measure_once(exps) for _ in range(5))
+    torch.set_num_threads(threads)
+    return 2 * 2048**3 / gemm, threads * (1 << 16) * 256 / expo
+
+
+def measure_once(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def floor_seconds(floors, pairs, exps, flops):
+    gemm_rate, exp_rate = floors
+    return pairs * (exps / exp_rate + flops / gemm_rate)
+
+
+def row_floor(task, n, d, floors):
+    if task == "nearest":
+        return floor_seconds(floors, n * n, 0, 2 * d)
+    pairs = 2 * n * n  # N = 2n points, N^2 / 2 pairs in the symmetric pass
+    return floor_seconds(floors, pairs, 1, 2 * d if task == "fwd" else 6 * d)
+
+
+def keops_works(LazyTensor):
+    """None if a tiny pykeops reduction runs here, else the error (first line)."""
+    try:
+        keops_kernel_sum(LazyTensor, torch.randn(10, 2), torch.randn(10, 2), 1.0)
+        return None
+    except Exception as exc:  # compilation failures surface as many exception types
+        return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:300]
+
+
+def dense_agg_statistics(pooled, n, m, splits, sigmas):
+    """The dense reference of the aggregated test's statistics: the S kernel matrices formed in memory."""
+    r2 = torch.cdist(pooled, pooled).pow(2)
+    a = splits.to(pooled.dtype)
+    out = []
+    for s in sigmas:
+        K = torch.exp(-r2 / (2 * s * s))
+        K.fill_diagonal_(0)
+        b = 1 - a
+        out.append(((a * (K @ a)).sum(0) / (n * (n - 1)) + (b * (K @ b)).sum(0) / (m * (m - 1))
+                    - 2 * (a * (K @ b)).sum(0) / (n * m)))
+    return torch.stack(out)
+
+
+def new_sections(args, floors, LazyTensor, keops_error):
+    """Multi-bandwidth, kernel sum (with pykeops) and aggregated-test rows; returns their JSON rows."""
+    rows = []
+    generator = torch.Generator().manual_seed(1)
+    n = args.multi_size
+    print(f"\nmulti-bandwidth MMD², n = m = {n:,}, {args.repeats} interleaved rounds (ratios against 1 bandwidth "
+          "in the same round; on a shared machine absolute times move with its load, the ratios much less)")
+    for d in args.multi_dims:
+        x = torch.randn(n, d, generator=generator)
+        y = torch.randn(n, d, generator=generator) + 0.5
+        s0 = (2.0 * d) ** 0.5
+        cases = {"1 bandwidth": [s0], "5 ladder 2^k": [s0 * 2.0**k for k in (-2, -1, 0, 1, 2)],
+                 "5 off-ladder": [s0 * f for f in (0.3, 0.7, 1.1, 1.9, 3.7)]}
+        for task in ("fwd", "fwd+bwd"):
+            # interleaved rounds: each round times every case once, the ratio is the median over rounds of
+            # time(case) / time(1 bandwidth) in the same round (robust to the load drifting between rounds)
+            fns = {label: task_functions(task, sig, None)["tlkit"] for label, sig in cases.items()}
+            for fn in fns.values():
+                fn(x, y)  # warm-up
+            times = {label: [] for label in cases}
+            for _ in range(args.repeats):
+                for label, fn in fns.items():
+                    times[label].append(measure_once(lambda: fn(x, y)))
+            for label in cases:
+                seconds = statistics.median(times[label])
+                ratio = statistics.median(t / one for t, one in zip(times[label], times["1 bandwidth"]))
+                exps = {"1 bandwidth": 1, "5 ladder 2^k": 2, "5 off-ladder": 5}[label]
+                floor = floor_seconds(floors, 2 * n * n, exps, 2 * d if task == "fwd" else 6 * d)
+                rows.append({"section": "multi", "task": task, "d": d, "n": n, "bandwidths": label,
+                             "seconds": seconds, "ratio_to_one": ratio, "round_seconds": times[label],
+                             "floor_seconds": floor})
+                print(f"  {task:8} d={d:<4} {label:14} {seconds:8.4f} s  {ratio:5.2f}x one bandwidth  "
+                      f"floor {floor:.4f} s ({exps} exp/pair in fp32), {seconds / floor:5.1f}x floor", flush=True)
+
+    print(f"\nGaussian kernel sum, n = m = {n:,}" + ("" if LazyTensor else "  (pykeops: skipped)")
+          + (f"  (pykeops failed here: {keops_error})" if keops_error else ""))
+    for d in args.multi_dims:
+        x = torch.randn(n, d, generator=generator)
+        y = torch.randn(n, d, generator=generator)
+        sigma = (2.0 * d) ** 0.5
+        fns = {"tlkit": lambda: tl.kernel_sum(x, y, sigma, backend="cpp"),
+               "chunked": lambda: chunked_kernel_sum(x, y, sigma)}
+        if LazyTensor is not None and keops_error is None:
+            keops_kernel_sum(LazyTensor, x[:16], y[:16], sigma)  # compiles this d's formula outside the timing
+            fns["keops"] = lambda: keops_kernel_sum(LazyTensor, x, y, sigma)
+        floor = floor_seconds(floors, n * n, 1, 2 * d)
+        row = {"section": "kernel_sum", "d": d, "n": n, "floor_seconds": floor}
+        for name, fn in fns.items():
+            seconds, _ = measure(fn, args.repeats)
+            row[name] = seconds
+            print(f"  d={d:<4} {name:8} {seconds:8.4f} s  {seconds / row['tlkit']:6.2f}x tlkit  "
+                  f"{seconds / floor:5.1f}x floor ({floor:.4f} s)", flush=True)
+        rows.append(row)
+
+    na, B = args.agg_size, 500
+    print(f"\naggregated MMD test (MMDAgg), n = m = {na}, d = 2, 7 bandwidths, B1 = B2 = {B}")
+    x = torch.randn(na, 2, generator=generator)
+    y = torch.randn(na, 2, generator=generator) + 0.2
+    fused, _ = measure(lambda: tl.metrics.mmd_agg_test(x, y, n_permutations=B, n_level_permutations=B,
+                                                       random_state=0, backend="cpp"), args.repeats)
+    from tlkit.metrics import shift
+    rng = np.random.default_rng(0)
+    splits = torch.from_numpy(shift._split_indicators(rng, na, na, 2 * B + 1))
+    base = tl.median_bandwidth(x, y)
+    sigmas = [base * 2.0**k for k in range(-4, 3)]
+    pooled = torch.cat([x, y])
+    dense, peak = measure(lambda: dense_agg_statistics(pooled, na, na, splits, sigmas), args.repeats)
+    pairs = (2 * na) ** 2
+    floor = floor_seconds(floors, pairs, 3, 2 * (2 * B + 2) * len(sigmas))  # K_s V: 2 flops per column per pair
+    rows.append({"section": "mmd_agg", "n": na, "B": B, "tlkit_seconds": fused, "dense_seconds": dense,
+                 "dense_peak_rss_bytes": peak, "floor_seconds": floor})
+    print(f"  tlkit (fused, no kernel matrix) {fused:8.4f} s   dense torch (7 matrices) {dense:8.4f} s "
+          f"({dense / fused:.2f}x tlkit), floor {floor:.4f} s, tlkit {fused / floor:.1f}x floor", flush=True)
+    return rows
 
 
 def naive_bytes(task, n):
@@ -224,16 +396,36 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-scale", action="store_true", help="skip the 200k x 16 scale run")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--only-new", action="store_true", help="only the floors, multi-bandwidth, kernel-sum and "
+                        "aggregated-test sections")
+    parser.add_argument("--multi-size", type=int, default=16000, help="n = m of the multi-bandwidth/kernel-sum rows")
+    parser.add_argument("--multi-dims", type=int, nargs="+", default=[2, 64])
+    parser.add_argument("--agg-size", type=int, default=500, help="n = m of the aggregated-test row")
     args = parser.parse_args()
+    if args.quick:
+        args.multi_size, args.agg_size = min(args.multi_size, 4000), min(args.agg_size, 200)
     sizes = [s for s in args.sizes if s <= 4000] if args.quick else args.sizes
     torch.set_num_threads(args.threads)
     LazyTensor = keops_module()
-    print(f"threads={args.threads}  pykeops={'yes' if LazyTensor else 'not installed (skipped)'}")
+    keops_error = keops_works(LazyTensor) if LazyTensor is not None else None
+    if keops_error:
+        print(f"pykeops is installed but does not run here, skipped: {keops_error}")
+        LazyTensor = None
+    print(f"threads={args.threads}  pykeops={'yes' if LazyTensor else 'not available (skipped)'}  "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
     tiny = torch.zeros(2, 1)
     tl.mmd2(tiny, tiny, sigma=1.0, backend="cpp")  # builds/loads the extension outside the measurements
+    floors = measure_floors(args.threads)
+    print(f"physical floors measured here: fp32 GEMM {floors[0] / 1e9:.1f} GFLOP/s (torch.mm 2048^2), "
+          f"vectorised exp {floors[1] / 1e9:.2f} G/s (torch.exp, 1 thread x threads)")
+    new_rows = new_sections(args, floors, LazyTensor, keops_error)
+    torch.set_num_threads(args.threads)
+    if args.only_new:
+        sizes, args.no_scale = [], True
     results = []
-    header = f"{'task':8} {'d':>4} {'n':>6} | {'method':8} {'time s':>9} {'peak MiB':>9} | tlkit speed-up"
+    header = (f"{'task':8} {'d':>4} {'n':>6} | {'method':8} {'time s':>9} {'peak MiB':>9} | {'vs tlkit':>8} "
+              f"| to floor")
     print(header + "\n" + "-" * len(header))
     generator = torch.Generator().manual_seed(0)
     for d in args.dims:
@@ -249,11 +441,15 @@ def main():
                         row[name] = {"skipped": "OOM", "needs_bytes": need}
                         print(f"{task:8} {d:>4} {n:>6} | {name:8} OOM-skipped (needs {gib(need):.1f} GiB)")
                         continue
+                    if name == "keops":
+                        fn(x[:16], y[:16])  # KeOps compiles each formula (per d) on first use: not timed
                     seconds, peak = measure(lambda: fn(x, y), args.repeats)
                     row[name] = {"seconds": seconds, "peak_rss_bytes": peak}
+                    floor = row_floor(task, n, d, floors)
+                    row["floor_seconds"] = floor
                     ratio = "" if name == "tlkit" else f"{seconds / row['tlkit']['seconds']:.2f}x"
-                    print(f"{task:8} {d:>4} {n:>6} | {name:8} {seconds:9.4f} {peak / 2**20:9.1f} | {ratio}",
-                          flush=True)
+                    print(f"{task:8} {d:>4} {n:>6} | {name:8} {seconds:9.4f} {peak / 2**20:9.1f} | {ratio:>8} "
+                          f"| {seconds / floor:6.1f}x floor", flush=True)
                 results.append(row)
 
     scale = None
@@ -274,7 +470,9 @@ def main():
 
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"threads": args.threads, "rows": results, "scale": scale,
+            json.dump({"threads": args.threads, "rows": results, "scale": scale, "issue16_rows": new_rows,
+                       "floors": {"gemm_flops": floors[0], "exp_per_s": floors[1]},
+                       "load_average": os.getloadavg()[0],
                        "memory": "peak RSS growth sampled every 1 ms"}, f, indent=2)
         print(f"wrote {args.json}")
 
