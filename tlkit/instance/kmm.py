@@ -185,8 +185,8 @@ class KMM(BaseEstimator):
        \tfrac12 \beta^\top K \beta - (\kappa - \mu \mathbf 1)^\top \beta$ by L-BFGS-B (limited-memory
        quasi-Newton with bounds, 20 correction pairs; scipy), one kernel product per function-and-gradient
        evaluation, from $\beta = \mathbf 1$. $K$ is badly conditioned (a Gaussian kernel's spectrum decays
-       fast): FISTA with the exact step $1/\lambda_{\max}(K)$ and restarts needed 860–3,000 products to reach
-       $10^{-6}$ of the optimum at n_s = 1,000, L-BFGS-B 40–480 (issue-16 note).
+       fast): on four shifted samples at n_s = 1,000, FISTA with the exact step $1/\lambda_{\max}(K)$ and
+       restarts needed 120 to more than 3,000 products to come within $10^{-6}$ of the optimum, L-BFGS-B 37–475.
     2. *Restarts.* L-BFGS-B's own test (below) can fire on one short step while the objective still falls, so the
        solve ends only when a whole fresh run, warm-started from the last, lowers the objective by at most
        $\mathrm{tol}\cdot\max(|f|, 1)$.
