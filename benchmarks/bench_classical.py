@@ -15,9 +15,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
+
+import child_process  # benchmarks/child_process.py, beside this script
 
 DENSE_LIMIT_BYTES = 0.4 * (os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 MMD_CASES = ((1_000, 1000), (10_000, 1000), (100_000, 100))
@@ -71,13 +72,7 @@ def dense_fits(n_points: int) -> bool:
 
 def run_case(case: dict) -> dict:
     """Run one case in a child process; return its result with wall time and peak RSS."""
-    command = [sys.executable, __file__, "--case", json.dumps(case)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(process.pid, 0)
-    stdout, stderr = process.stdout.read(), process.stderr.read()
-    if os.waitstatus_to_exitcode(status) != 0:
-        return {**case, "error": stderr.strip().splitlines()[-1] if stderr.strip() else f"exit status {status}"}
-    return {**case, **json.loads(stdout.strip().splitlines()[-1]), "peak_rss_mib": usage.ru_maxrss / 1024}
+    return child_process.run_case(__file__, case)
 
 
 def warm_up(device: str) -> None:

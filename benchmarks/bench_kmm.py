@@ -14,9 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
+
+import child_process  # benchmarks/child_process.py, beside this script
 
 SIZES = (1_000, 2_000, 20_000)
 EXACT_LIMIT = 2_000  # cvxopt's dense interior point: n x n matrix and its Cholesky per iteration
@@ -85,13 +86,8 @@ def child(case: dict) -> None:
 
 
 def run_case(case: dict) -> dict:
-    command = [sys.executable, __file__, "--case", json.dumps(case)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(process.pid, 0)
-    stdout, stderr = process.stdout.read(), process.stderr.read()
-    if os.waitstatus_to_exitcode(status) != 0:
-        return {**case, "error": stderr.strip().splitlines()[-1] if stderr.strip() else f"exit status {status}"}
-    return {**case, **json.loads(stdout.strip().splitlines()[-1]), "peak_rss_mib": usage.ru_maxrss / 1024}
+    """Run one case in a child process; return its result with wall time and peak RSS."""
+    return child_process.run_case(__file__, case)
 
 
 def main() -> None:

@@ -154,7 +154,14 @@ def kernel_matmul(x, y, v, sigma, kernel: str = "gaussian", backend: str = "auto
     Differentiable in ``x``, ``y`` and ``v`` through fused backward kernels.
     The primitive behind matrix-free KMM and batched permutation tests (lessons 04, 05).
     """
-    inputs = (x, y, v)
+    xs, ys, vs, sigmas, kid, name, out, squeeze = _matmul_arguments(x, y, v, sigma, kernel, backend)
+    result = _kernel_matmul(xs, ys, vs, sigmas, kid, name).to(out)
+    return _answer(result[:, 0] if squeeze else result, x, y, v)
+
+
+def _matmul_arguments(x, y, v, sigma, kernel, backend):
+    """Checks and prepares the arguments of :func:`kernel_matmul` and :func:`kernel_matmul_multi`:
+    returns ``(xs, ys, vs, sigmas, kernel_id, backend_name, out_dtype, squeeze)``, ``vs`` always (m, k)."""
     x, y = check.check_point_pair(x, y)
     if isinstance(v, np.ndarray):
         v = torch.from_numpy(np.ascontiguousarray(v))
@@ -174,8 +181,7 @@ def kernel_matmul(x, y, v, sigma, kernel: str = "gaussian", backend: str = "auto
     compute, out = _compute_dtype(x, y, v2)
     name, _ = _dispatch.choose(backend, x.device)
     xs, ys, vs = _prepare(x, y, v2, dtype=compute)
-    result = _kernel_matmul(xs, ys, vs, sigmas, kid, name).to(out)
-    return _answer(result[:, 0] if squeeze else result, *inputs)
+    return xs, ys, vs, sigmas, kid, name, out, squeeze
 
 
 def kernel_matmul_multi(x, y, v, sigma, kernel: str = "gaussian", backend: str = "auto"):
@@ -195,28 +201,9 @@ def kernel_matmul_multi(x, y, v, sigma, kernel: str = "gaussian", backend: str =
     and ``v``. The primitive of the aggregated MMD test (:func:`tlkit.metrics.mmd_agg_test`, which extends
     lesson 04's permutation test; no lesson calls this op directly).
     """
-    inputs = (x, y, v)
-    x, y = check.check_point_pair(x, y)
-    if isinstance(v, np.ndarray):
-        v = torch.from_numpy(np.ascontiguousarray(v))
-    if not isinstance(v, torch.Tensor):
-        raise TypeError(f"v must be a tensor of shape (m, k) or (m,), got {type(v).__name__}")
-    squeeze = v.dim() == 1
-    v2 = v[:, None] if squeeze else v
-    if v2.dim() != 2 or v2.shape[0] != y.shape[0] or v2.shape[1] == 0:
-        raise ValueError(f"v must have shape ({y.shape[0]}, k) or ({y.shape[0]},) to match y, got {tuple(v.shape)}")
-    if v2.device != x.device:
-        raise ValueError(f"v must be on {x.device}, got {v2.device}")
-    if not v2.is_floating_point():
-        v2 = v2.to(torch.get_default_dtype())
-    check.check_finite(v2, "v")
-    sigmas = check.check_bandwidths(sigma, max_count=MAX_BANDWIDTHS)
-    kid = KERNELS[check.check_choice(kernel, "kernel", KERNELS)]
-    compute, out = _compute_dtype(x, y, v2)
-    name, _ = _dispatch.choose(backend, x.device)
-    xs, ys, vs = _prepare(x, y, v2, dtype=compute)
+    xs, ys, vs, sigmas, kid, name, out, squeeze = _matmul_arguments(x, y, v, sigma, kernel, backend)
     result = _kernel_matmul_multi(xs, ys, vs, sigmas, kid, name).to(out)
-    return _answer(result[..., 0] if squeeze else result, *inputs)
+    return _answer(result[..., 0] if squeeze else result, x, y, v)
 
 
 def kernel_sum(x, y, sigma, kernel: str = "gaussian", weights=None, backend: str = "auto"):
