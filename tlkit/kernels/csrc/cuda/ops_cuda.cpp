@@ -85,13 +85,18 @@ std::tuple<at::Tensor, at::Tensor> nearest_cuda(const at::Tensor& x, const at::T
   return {dist, index};
 }
 
-at::Tensor kernel_matmul_cuda(const at::Tensor& x, const at::Tensor& y, const at::Tensor& v,
-                              at::ArrayRef<double> sigmas, int64_t kernel) {
+// x (n, d), y (m, d), v (m, k): contiguous CUDA tensors of one dtype on one device.
+void check_matmul_operands(const at::Tensor& x, const at::Tensor& y, const at::Tensor& v) {
   check_points(x, "x");
   check_matrix(y, "y", x);
   check_matrix(v, "v", x);
   TORCH_CHECK(y.dim() == 2 && y.size(1) == x.size(1), "tlkit cuda: y must be (m, d) with the d of x");
   TORCH_CHECK(v.dim() == 2 && v.size(0) == y.size(0), "tlkit cuda: v must be (m, k) with the m of y");
+}
+
+at::Tensor kernel_matmul_cuda(const at::Tensor& x, const at::Tensor& y, const at::Tensor& v,
+                              at::ArrayRef<double> sigmas, int64_t kernel) {
+  check_matmul_operands(x, y, v);
   const KernelSpec spec = make_spec(sigmas, kernel);
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t n = x.size(0), m = y.size(0), d = x.size(1), k = v.size(1);
@@ -115,11 +120,7 @@ at::Tensor kernel_matmul_cuda(const at::Tensor& x, const at::Tensor& y, const at
 // distance is recomputed per bandwidth on the GPU; the CPU kernel shares it and squares along ladders).
 at::Tensor kernel_matmul_multi_cuda(const at::Tensor& x, const at::Tensor& y, const at::Tensor& v,
                                     at::ArrayRef<double> sigmas, int64_t kernel) {
-  check_points(x, "x");
-  check_matrix(y, "y", x);
-  check_matrix(v, "v", x);
-  TORCH_CHECK(y.dim() == 2 && y.size(1) == x.size(1), "tlkit cuda: y must be (m, d) with the d of x");
-  TORCH_CHECK(v.dim() == 2 && v.size(0) == y.size(0), "tlkit cuda: v must be (m, k) with the m of y");
+  check_matmul_operands(x, y, v);
   make_spec(sigmas, kernel);  // validates every bandwidth
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t S = static_cast<int64_t>(sigmas.size()), n = x.size(0), m = y.size(0), d = x.size(1), k = v.size(1);
