@@ -8,7 +8,7 @@ when the value, rounded to the quoted number of decimals, equals it; a percentag
 versions (``§5.1``, ``formula 4.3``, ``Python 3.11``, and the article's section numbers in a cell about the article) are not quotes of a measurement. The references section at
 the end of a lesson is skipped.
 
-    python scripts/lesson_numbers.py                  # every lesson; exit 1 if any number is unsupported
+    python scripts/lesson_numbers.py                  # every lesson, both editions; exit 1 if any is unsupported
     python scripts/lesson_numbers.py lessons/04_measuring_shift.ipynb
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LESSONS = ROOT / "lessons"
 
 _NUMBER = r"\d+(?:\.\d+)?"
-QUOTED = re.compile(rf"(?<![\w.,/×-])({_NUMBER})(?:\s*(%|％|(?:×|x\b)(?!\s*\d)|倍|个百分点|percentage points|points))?(?![\w.]*\d)")
+QUOTED = re.compile(rf"(?<![A-Za-z0-9_.,/×-])({_NUMBER})(?:\s*(%|％|(?:×|x\b)(?!\s*\d)|倍|个百分点|percentage points|points))?(?![\w.]*\d)")
 OUTPUT_NUMBER = re.compile(r"(?<![\w.])-?(\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)")
 NOT_A_MEASUREMENT = re.compile(
     r"(§|formula[s]?|eq\.?|equation|section|sections|table|figure|fig\.|lesson[s]?|cell[s]?|step|chapter|"
@@ -111,7 +111,7 @@ def unsupported_numbers(path: Path) -> list[tuple[int, str]]:
 
 
 def main(argv: list[str]) -> int:
-    paths = [Path(a) for a in argv] or sorted(LESSONS.glob("[0-9][0-9]_*.ipynb"))
+    paths = [Path(a) for a in argv] or sorted(LESSONS.glob("[0-9][0-9]_*.ipynb")) + sorted(LESSONS.glob("zh/[0-9][0-9]_*.ipynb"))
     bad = 0
     for path in paths:
         for index, text in unsupported_numbers(path):

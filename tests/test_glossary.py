@@ -75,3 +75,15 @@ def test_names_reads_alternatives_and_brackets():
     assert names("density ratio / importance weight") == ["density ratio", "importance weight"]
     assert names("maximum mean discrepancy (MMD)") == ["maximum mean discrepancy", "mmd"]
     assert names("L2-SP 正则 (以起点为参照)") == ["l2-sp 正则", "以起点为参照"]
+
+
+CHINESE_EDITIONS = sorted(path.name[:2] for path in (ROOT / "lessons" / "zh").glob("[0-9][0-9]_*.ipynb"))
+
+
+@pytest.mark.parametrize("number", CHINESE_EDITIONS)
+def test_each_term_is_used_in_chinese_in_the_chinese_edition_of_its_lesson(number):
+    [path] = (ROOT / "lessons" / "zh").glob(f"{number}_*.ipynb")
+    text = "\n".join(cell.source for cell in nbformat.read(path, as_version=4).cells if cell.cell_type == "markdown")
+    unused = [entry["term"] for entry in entries() if entry["lesson"] == number
+              and not any(name in text.lower() for name in entry["chinese"])]
+    assert not unused, f"the Chinese edition of lesson {number} never uses the Chinese term of: {unused}"
