@@ -8,6 +8,7 @@ scikit-learn-style classes, deep losses are ``nn.Module``s. Subpackages mirror t
 - ``tl.feature``    feature-based transfer (lessons 09–10)
 - ``tl.relational`` relational transfer, adversarial training (lesson 11)
 - ``tl.meta``       meta-learning (lesson 12)
+- ``tl.selection``  model selection without target labels: IWCV, DEV, SND, entropy (lessons 10, 13)
 - ``tl.metrics``, ``tl.data``, ``tl.text``, ``tl.kernels``
 
 Importing tlkit never compiles anything: the fused C++/CUDA kernels are built or loaded on first use.
@@ -18,8 +19,8 @@ from ._env import doctor, get_device, setup, show_source
 from ._version import __version__
 from .kernels import kernel_matmul, kernel_sum, median_bandwidth, mmd2, nearest
 
-_SUBPACKAGES = ("kernels", "instance", "metrics", "feature", "data", "parameter", "relational", "meta", "text",
-                "training")
+_SUBPACKAGES = ("kernels", "instance", "metrics", "feature", "data", "parameter", "relational", "meta", "selection",
+                "text", "training")
 
 __all__ = [
     "__version__", "setup", "get_device", "doctor", "show_source",
