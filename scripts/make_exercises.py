@@ -1,4 +1,5 @@
-"""Write the learner's copy of every lesson: ``lessons/exercises/NN_slug.ipynb``.
+"""Write the learner's copy of every lesson: ``lessons/exercises/NN_slug.ipynb`` (and, for the Chinese edition,
+``lessons/zh/exercises/NN_slug.ipynb`` from ``lessons/zh/NN_slug.ipynb``).
 
 Each lesson ``lessons/NN_slug.ipynb`` that has cells tagged ``solution`` gets a copy without those cells, with every
 output, execution count and run timestamp cleared, so learners attempt the exercises before reading the worked answers.
@@ -6,7 +7,7 @@ Cells tagged ``exercise-check`` (asserts on the learner's answer) stay in the co
 ``raises-exception`` there, so an unanswered exercise reports its failed check and Run All goes on to the next one.
 Lessons without solution cells (lesson 00) get no copy.
 
-    python scripts/make_exercises.py           # (re)write lessons/exercises/
+    python scripts/make_exercises.py           # (re)write lessons/exercises/ and lessons/zh/exercises/
     python scripts/make_exercises.py --check   # exit 1 and list the files that are out of date
 """
 from __future__ import annotations
@@ -21,6 +22,8 @@ import nbformat
 ROOT = Path(__file__).resolve().parents[1]
 LESSONS = ROOT / "lessons"
 EXERCISES = LESSONS / "exercises"
+# (lesson folder, exercise folder) of each edition: English, then Chinese.
+EDITIONS = ((LESSONS, EXERCISES), (LESSONS / "zh", LESSONS / "zh" / "exercises"))
 SOLUTION_TAG = "solution"
 CHECK_TAG = "exercise-check"
 KEEP_GOING_TAG = "raises-exception"
@@ -63,19 +66,28 @@ def render(notebook: nbformat.NotebookNode) -> str:
 def expected_files() -> dict[Path, str]:
     """Path → text of every exercise notebook the lessons imply."""
     files = {}
-    for path in lesson_paths():
-        notebook = exercise_notebook(nbformat.read(path, as_version=4))
-        if notebook is not None:
-            files[EXERCISES / path.name] = render(notebook)
+    for lessons, exercises in EDITIONS:
+        for path in sorted(lessons.glob("[0-9][0-9]_*.ipynb")):
+            notebook = exercise_notebook(nbformat.read(path, as_version=4))
+            if notebook is not None:
+                files[exercises / path.name] = render(notebook)
     return files
+
+
+def committed_files() -> list[Path]:
+    return [path for _, exercises in EDITIONS for path in sorted(exercises.glob("*.ipynb"))]
 
 
 def out_of_date() -> list[str]:
     """Exercise files that are missing, differ from what the lessons imply, or belong to no lesson."""
     expected = expected_files()
-    stale = [path.name for path, text in expected.items() if not path.is_file() or path.read_text() != text]
-    orphans = [path.name for path in EXERCISES.glob("*.ipynb") if path not in expected]
+    stale = [_name(path) for path, text in expected.items() if not path.is_file() or path.read_text() != text]
+    orphans = [_name(path) for path in committed_files() if path not in expected]
     return sorted(stale + orphans)
+
+
+def _name(path: Path) -> str:
+    return str(path.relative_to(LESSONS))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,16 +97,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         stale = out_of_date()
         for name in stale:
-            print(f"out of date: lessons/exercises/{name}")
+            print(f"out of date: lessons/{name}")
         if stale:
             print("run: python scripts/make_exercises.py")
         return 1 if stale else 0
-    EXERCISES.mkdir(exist_ok=True)
     expected = expected_files()
     for path, text in expected.items():
+        path.parent.mkdir(exist_ok=True)
         path.write_text(text)
         print(f"wrote {path.relative_to(ROOT)}")
-    for path in EXERCISES.glob("*.ipynb"):
+    for path in committed_files():
         if path not in expected:
             path.unlink()
             print(f"removed {path.relative_to(ROOT)} (no lesson with solutions)")
