@@ -1,7 +1,9 @@
 """Render the course as a static HTML site, readable in any browser without Jupyter.
 
 Every lesson ``lessons/NN_slug.ipynb`` is rendered as committed (with its outputs; nothing is executed) by nbconvert's
-HTML exporter to ``NN_slug.html``; ``lessons/GLOSSARY.md`` and ``lessons/TEACHING.md`` become ``glossary.html`` and
+HTML exporter to ``NN_slug.html``, and its Chinese edition ``lessons/zh/NN_slug.ipynb`` to ``zh/NN_slug.html`` with a
+contents page of its own (``zh/index.html``); every page of either edition links to its counterpart (the language
+switch, 中文 / English); ``lessons/GLOSSARY.md`` and ``lessons/TEACHING.md`` become ``glossary.html`` and
 ``teaching.html``; ``index.html`` links every page, with each lesson's title read from its notebook's first heading.
 Links between lessons (``01_why_transfer.ipynb``, ``GLOSSARY.md``) are rewritten to the rendered pages.
 
@@ -43,6 +45,7 @@ CODE_OR_MATH = re.compile(r"(`+)(?:.+?)\1|\$\$.+?\$\$|\$[^$\n]+?\$", flags=re.S)
 LESSON_MENTION = re.compile(r"\b(lessons?)((?:(?:\s|,\s*|\s+and\s+|\s*[–-]\s*)\d\d\b)+)")
 # Markdown pages of the book: source file name -> rendered page name.
 MARKDOWN_PAGES = {"GLOSSARY.md": "glossary.html", "TEACHING.md": "teaching.html"}
+ZH = "zh"  # the Chinese edition: lessons/zh/ → zh/ in the book
 
 # MathJax 2.7 for every page. The book carries its own copy (from the jupyter-server-mathjax package, copied to
 # mathjax/), so formulas render offline; without that package it falls back to the CDN nbconvert uses, and offline
@@ -75,6 +78,11 @@ def lesson_paths() -> list[Path]:
     return sorted(LESSONS.glob("[0-9][0-9]_*.ipynb"))
 
 
+def chinese_lesson_paths() -> list[Path]:
+    """The lessons' Chinese edition (``lessons/zh/``), in course order."""
+    return sorted((LESSONS / ZH).glob("[0-9][0-9]_*.ipynb"))
+
+
 def first_heading(markdown_text: str) -> str | None:
     """The text of the first markdown heading (``# 05 · 中文 / English`` → ``05 · 中文 / English``), if any."""
     match = re.search(r"^#+\s+(.*\S)", markdown_text, flags=re.M)
@@ -97,11 +105,13 @@ def page_name(target: str) -> str | None:
     return MARKDOWN_PAGES.get(name)
 
 
-def rewrite_links(page_html: str) -> str:
+def rewrite_links(page_html: str, root: str = "") -> str:
     """Point ``href`` links to lesson notebooks and the markdown pages at their rendered pages.
 
-    A relative link to anything else in the repository (a script, a file under ``tlkit/``) has no page in the book;
-    it becomes plain text so that no link in the book is broken.
+    ``root`` is the way from the page to the book's top folder (``"../"`` for the Chinese edition): a lesson links to
+    its sibling in the same folder, the glossary and the teaching guide live at the top. A relative link to anything
+    else in the repository (a script, a file under ``tlkit/``) has no page in the book; it becomes plain text so that
+    no link in the book is broken.
     """
 
     def replace(match: re.Match) -> str:
@@ -109,6 +119,8 @@ def rewrite_links(page_html: str) -> str:
         if re.match(rf"[a-z][a-z0-9+.-]*:|#|/|{API_DIR}/|index\.html", target):  # URL, anchor, absolute path, API page: keep
             return match.group(0)
         rendered = page_name(target)
+        if rendered in MARKDOWN_PAGES.values():
+            rendered = root + rendered
         return f'<a href="{rendered}{anchor}">{text}</a>' if rendered else text
 
     return re.sub(r'<a href="([^"#]*)(#[^"]*)?">(.*?)</a>', replace, page_html, flags=re.S)
@@ -145,20 +157,33 @@ def standalone_page(title: str, body: str, mathjax_url: str, back_link: bool = T
     )
 
 
-def render_lessons(out: Path, mathjax_url: str, api_anchors: dict[str, str]) -> list[tuple[str, str]]:
-    """Write one HTML page per lesson; return ``(page, title)`` in course order."""
+def render_lessons(out: Path, mathjax_url: str, api_anchors: dict[str, str],
+                   chinese: bool = False) -> list[tuple[str, str]]:
+    """Write one HTML page per lesson of one edition (English at the top, Chinese in ``zh/``); return
+    ``(page, title)`` in course order, pages relative to the book's top folder."""
+    root = "../" if chinese else ""
+    if not mathjax_url.startswith(("http:", "https:")):
+        mathjax_url = root + mathjax_url
     exporter = HTMLExporter(template_name="lab", mathjax_url=mathjax_url)
+    counterparts = ({path.name for path in lesson_paths()} if chinese
+                    else {path.name for path in chinese_lesson_paths()})
     pages = []
-    for path in lesson_paths():
+    for path in chinese_lesson_paths() if chinese else lesson_paths():
         notebook = nbformat.read(path, as_version=4)
         title = lesson_title(notebook, path.stem)
         body, _ = exporter.from_notebook_node(notebook, resources={"metadata": {"name": title}})
-        body = add_index_link(body, shown_api_links(notebook, api_anchors))
+        page = path.with_suffix(".html").name
+        switch = None
+        if path.name in counterparts:
+            switch = (f"../{page}", "English") if chinese else (f"{ZH}/{page}", "中文")
+        body = add_index_link(body, [(name, root + link) for name, link in shown_api_links(notebook, api_anchors)],
+                              root=root, switch=switch)
         # The lab template loads require.js (and widget managers) from a CDN; the book stays offline without them.
         body = re.sub(r'<script[^>]*\ssrc="(?:https?:)?//[^"]*"[^>]*>\s*</script>', "", body)
-        page = path.with_suffix(".html").name
-        (out / page).write_text(rewrite_links(body), encoding="utf-8")
-        pages.append((page, title))
+        folder = out / ZH if chinese else out
+        folder.mkdir(exist_ok=True)
+        (folder / page).write_text(rewrite_links(body, root), encoding="utf-8")
+        pages.append((f"{ZH}/{page}" if chinese else page, title))
     return pages
 
 
@@ -190,11 +215,15 @@ def api_link(name: str, api_anchors: dict[str, str]) -> str | None:
     return None
 
 
-def add_index_link(page_html: str, api_links: list[tuple[str, str]] = ()) -> str:
-    """Insert the navigation (index, API reference, the API entries the lesson shows) after the ``<body ...>`` tag."""
+def add_index_link(page_html: str, api_links: list[tuple[str, str]] = (), root: str = "",
+                   switch: tuple[str, str] | None = None) -> str:
+    """Insert the navigation (index, API reference, the API entries the lesson shows, and the language switch to
+    the other edition's page) after the ``<body ...>`` tag."""
     shown = "".join(f' · <a href="{link}"><code>{html.escape(name)}</code></a>' for name, link in api_links)
+    language = f' · <a href="{switch[0]}" hreflang="{"en" if switch[1] == "English" else "zh"}">{switch[1]}</a>' \
+        if switch else ""
     nav = (f'<nav style="padding: 0.5rem 1rem"><a href="index.html">← 目录 / Contents</a> · '
-           f'<a href="{API_INDEX}">API reference</a>{shown}</nav>')
+           f'<a href="{root}{API_INDEX}">API reference</a>{shown}{language}</nav>')
     return re.sub(r"(<body[^>]*>)", lambda match: match.group(1) + nav, page_html, count=1)
 
 
@@ -213,19 +242,36 @@ def render_markdown_pages(out: Path, mathjax_url: str) -> list[tuple[str, str]]:
     return pages
 
 
-def render_index(out: Path, lessons: list[tuple[str, str]], extras: list[tuple[str, str]], mathjax_url: str) -> None:
-    lesson_items = "\n".join(f'<li><a href="{page}">{html.escape(title)}</a></li>' for page, title in lessons)
-    extra_items = "\n".join(f'<li><a href="{page}">{html.escape(title)}</a></li>' for page, title in extras)
+def render_index(out: Path, lessons: list[tuple[str, str]], extras: list[tuple[str, str]], mathjax_url: str,
+                 chinese_lessons: list[tuple[str, str]] = ()) -> None:
+    """The contents page of each edition: ``index.html`` (English) and, if any lesson has one, ``zh/index.html``."""
+    def items(pages, prefix=""):
+        return "\n".join(f'<li><a href="{prefix}{page}">{html.escape(title)}</a></li>' for page, title in pages)
+
+    switch = f'<p><a href="{ZH}/index.html" hreflang="zh">中文版</a></p>\n' if chinese_lessons else ""
     body = (
         "<h1>tlkit · 迁移学习课程 / A transfer-learning course</h1>\n"
         "<p>Every lesson as committed, with its outputs. To run them, open the notebooks in JupyterLab "
-        "(<code>make lab</code>).</p>\n"
-        f"<h2>课程 / Lessons</h2>\n<ul class=\"lessons\">\n{lesson_items}\n</ul>\n"
-        f"<h2>参考 / Reference</h2>\n<ul>\n{extra_items}\n"
+        f"(<code>make lab</code>).</p>\n{switch}"
+        f"<h2>课程 / Lessons</h2>\n<ul class=\"lessons\">\n{items(lessons)}\n</ul>\n"
+        f"<h2>参考 / Reference</h2>\n<ul>\n{items(extras)}\n"
         f'<li><a href="{API_INDEX}">API reference (tlkit)</a></li>\n</ul>\n'
     )
     (out / "index.html").write_text(standalone_page("tlkit course", body, mathjax_url, back_link=False),
                                     encoding="utf-8")
+    if not chinese_lessons:
+        return
+    local = items([(page.removeprefix(ZH + "/"), title) for page, title in chinese_lessons])
+    body = (
+        "<h1>tlkit · 迁移学习课程（中文版）</h1>\n"
+        "<p>每一课都是提交时的版本，带有全部输出。要运行它们，请在 JupyterLab 中打开笔记本（<code>make lab</code>）。</p>\n"
+        '<p><a href="../index.html" hreflang="en">English edition</a></p>\n'
+        f"<h2>课程</h2>\n<ul class=\"lessons\">\n{local}\n</ul>\n"
+        f"<h2>参考</h2>\n<ul>\n{items(extras, '../')}\n"
+        f'<li><a href="../{API_INDEX}">API 参考（tlkit）</a></li>\n</ul>\n'
+    )
+    url = mathjax_url if mathjax_url.startswith(("http:", "https:")) else "../" + mathjax_url
+    (out / ZH / "index.html").write_text(standalone_page("tlkit 课程", body, url, back_link=False), encoding="utf-8")
 
 
 def api_modules() -> list[str]:
@@ -309,10 +355,12 @@ def build(out: Path) -> list[str]:
     mathjax_url = install_mathjax(out)
     api_anchors = render_api(out)
     lessons = render_lessons(out, mathjax_url, api_anchors)
+    chinese = render_lessons(out, mathjax_url, api_anchors, chinese=True)
     extras = render_markdown_pages(out, mathjax_url)
-    render_index(out, lessons, extras, mathjax_url)
+    render_index(out, lessons, extras, mathjax_url, chinese)
     api_pages = sorted(str(path.relative_to(out)) for path in (out / API_DIR).rglob("*.html"))
-    return ["index.html"] + [page for page, _ in lessons + extras] + api_pages
+    chinese_pages = [f"{ZH}/index.html"] + [page for page, _ in chinese] if chinese else []
+    return ["index.html"] + [page for page, _ in lessons + extras] + api_pages + chinese_pages
 
 
 def main() -> None:

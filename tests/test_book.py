@@ -17,6 +17,7 @@ make_book = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(make_book)
 
 LESSONS = make_book.lesson_paths()
+CHINESE = make_book.chinese_lesson_paths()
 
 
 class _References(HTMLParser):
@@ -56,7 +57,10 @@ def test_every_lesson_glossary_and_teaching_guide_has_a_page(book):
     out, pages = book
     expected = ["index.html"] + [path.with_suffix(".html").name for path in LESSONS] + ["glossary.html", "teaching.html"]
     assert pages[:len(expected)] == expected
-    assert all(page.startswith(make_book.API_DIR + "/") for page in pages[len(expected):])
+    chinese = [f"{make_book.ZH}/index.html"] + [f"{make_book.ZH}/{path.with_suffix('.html').name}" for path in CHINESE]
+    rest = pages[len(expected):]
+    assert rest[len(rest) - len(chinese) if CHINESE else len(rest):] == (chinese if CHINESE else [])
+    assert all(page.startswith(make_book.API_DIR + "/") for page in rest[:len(rest) - len(chinese) if CHINESE else None])
     for page in expected:
         assert (out / page).stat().st_size > 0, page
 
@@ -65,8 +69,8 @@ def test_index_links_every_page_under_its_title(book):
     out, pages = book
     index = (out / "index.html").read_text(encoding="utf-8")
     linked = {urlsplit(link).path for link in references(out / "index.html").hrefs}
-    assert linked == {page for page in pages if not page.startswith(make_book.API_DIR + "/")} - {"index.html"} | {
-        make_book.API_INDEX}
+    english = {page for page in pages if not page.startswith((make_book.API_DIR + "/", make_book.ZH + "/"))}
+    assert linked == english - {"index.html"} | {make_book.API_INDEX} | ({f"{make_book.ZH}/index.html"} if CHINESE else set())
     for path in LESSONS:
         title = make_book.lesson_title(nbformat.read(path, as_version=4), path.stem)
         assert re.match(r"\d\d · ", title), f"{path.name}: first heading should read 'NN · 中文 / English'"
@@ -197,3 +201,21 @@ def test_docstrings_use_one_math_syntax():
                 for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
                 if re.search(r":math:`|\.\. math::", line)]
     assert rst_math == []
+
+
+@pytest.mark.skipif(not CHINESE, reason="no Chinese edition yet")
+def test_each_page_switches_to_its_other_language_edition(book):
+    out, _ = book
+    chinese_index = {urlsplit(link).path for link in references(out / make_book.ZH / "index.html").hrefs}
+    for path in CHINESE:
+        page = path.with_suffix(".html").name
+        assert f"{make_book.ZH}/{page}" in references(out / page).hrefs, page
+        assert f"../{page}" in references(out / make_book.ZH / page).hrefs, page
+        assert page in chinese_index, page
+        assert "../glossary.html" in chinese_index and "../index.html" in chinese_index
+
+
+def test_links_of_the_chinese_edition_reach_the_shared_pages():
+    rewritten = make_book.rewrite_links('<a href="05_instance_weighting.ipynb">05</a> <a href="../GLOSSARY.md">术语表</a>',
+                                        root="../")
+    assert rewritten == '<a href="05_instance_weighting.html">05</a> <a href="../glossary.html">术语表</a>'
