@@ -1,4 +1,7 @@
-"""Start JupyterLab on the lessons, bound to 127.0.0.1 (what `make lab` runs; also works as root)."""
+"""Start JupyterLab on the lessons, bound to 127.0.0.1 (what `make lab` runs; also works as root).
+
+The file browser opens on ``lessons/``: the English lessons at the top, the Chinese edition (中文版) in ``zh/``.
+"""
 import argparse
 import os
 import sys
@@ -21,7 +24,8 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8888)
     args = parser.parse_args()
     print(f"tlkit: starting JupyterLab on http://127.0.0.1:{args.port}/lab — open the URL with its token "
-          "printed below; stop with Ctrl-C.", flush=True)
+          "printed below; stop with Ctrl-C.\n"
+          "tlkit: English lessons are at the top of the file browser, the Chinese edition (中文版) in zh/.", flush=True)
     command = lab_command(args.port)
     os.execv(command[0], command)
 
