@@ -11,8 +11,9 @@ from .minilm import (  # noqa: E402
     EMBEDDING_DIM, LengthGroupedSampler, MeanPoolingClassifier, cache_dir, encode, fine_tune, load_minilm, mean_pool,
     minilm_path,
 )
+from .zero_shot import ZeroShotClassifier  # noqa: E402
 
 __all__ = [
     "load_minilm", "encode", "fine_tune", "mean_pool", "MeanPoolingClassifier", "LengthGroupedSampler", "minilm_path",
-    "cache_dir", "EMBEDDING_DIM",
+    "cache_dir", "EMBEDDING_DIM", "ZeroShotClassifier",
 ]
