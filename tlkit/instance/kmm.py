@@ -85,7 +85,7 @@ class _KMMSolver:
         self.products, self.kappa, self.upper_bound = products, kappa, upper_bound
         self.tol, self.max_iter = tol, max_iter
         self.scale = max(float(np.abs(kappa).max()), np.finfo(float).tiny)
-        self.n_iter, self.limit_hit = 0, False
+        self.n_iter, self.limit_hit, self.stop_reason = 0, False, None
 
     def _lbfgsb(self, beta: np.ndarray, mu: float) -> tuple[np.ndarray, float]:
         """One L-BFGS-B run from ``beta``; returns the new weights and their objective."""
@@ -103,8 +103,15 @@ class _KMMSolver:
             options={"maxiter": budget, "maxfun": 5 * budget + 20, "ftol": self.tol, "gtol": self.tol * self.scale,
                      "maxcor": 20})
         self.n_iter += result.nit
-        self.limit_hit |= result.status == 1
+        if result.status == 1 and self.n_iter >= self.max_iter:
+            self._stop(f"the iteration limit (max_iter={self.max_iter})")
+        elif result.status == 1:
+            self._stop(f"L-BFGS-B's evaluation limit (maxfun={5 * budget + 20})")
         return np.clip(result.x, 0.0, self.upper_bound), float(result.fun)
+
+    def _stop(self, reason: str) -> None:
+        self.limit_hit = True
+        self.stop_reason = self.stop_reason or reason
 
     def solve(self, beta: np.ndarray, mu: float) -> np.ndarray:
         """L-BFGS-B runs, each warm-started from the last with a fresh memory, until a whole run lowers the
@@ -112,13 +119,13 @@ class _KMMSolver:
         previous = None
         for _ in range(self.MAX_ROUNDS):
             if self.n_iter >= self.max_iter:
-                self.limit_hit = True
+                self._stop(f"the iteration limit (max_iter={self.max_iter})")
                 return beta
             beta, value = self._lbfgsb(beta, mu)
             if previous is not None and previous - value <= self.tol * max(abs(value), 1.0):
                 return beta
             previous = value
-        self.limit_hit = True
+        self._stop(f"{self.MAX_ROUNDS} warm-started L-BFGS-B runs")
         return beta
 
     def solve_on_slab(self, beta: np.ndarray, target: float) -> np.ndarray:
@@ -270,6 +277,6 @@ class KMM(BaseEstimator):
         self.n_features_in_ = xs.shape[1]
         self.weights_ = like_input(torch.from_numpy(beta).to(xs.device), Xs)
         if not self.converged_:
-            warnings.warn(f"KMM stopped at the iteration limit (max_iter={max_iter}) before the stopping rule "
-                          f"(tol={tol:g}) held; raise max_iter or tol", ConvergenceWarning, stacklevel=2)
+            warnings.warn(f"KMM stopped at {solver.stop_reason} after {solver.n_iter} iterations, before the "
+                          f"stopping rule (tol={tol:g}) held; raise max_iter or tol", ConvergenceWarning, stacklevel=2)
         return self
