@@ -25,14 +25,19 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     return trainable, total
 
 
+def _submodule(model: nn.Module, name: str, argument: str, what: str) -> nn.Module:
+    """The submodule a dotted-name argument names; errors name the argument."""
+    if not isinstance(name, str):
+        raise TypeError(f"{argument} must be the dotted name of {what}, got {type(name).__name__}")
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        raise ValueError(f"{argument}={name!r} is not a submodule of the model") from None
+
+
 def _layer_stack(model: nn.Module, layers: str | None, head: str) -> tuple[str, nn.ModuleList]:
     if layers is not None:
-        if not isinstance(layers, str):
-            raise TypeError(f"layers must be the dotted name of an nn.ModuleList, got {type(layers).__name__}")
-        try:
-            stack = model.get_submodule(layers)
-        except AttributeError:
-            raise ValueError(f"layers={layers!r} is not a submodule of the model") from None
+        stack = _submodule(model, layers, "layers", "an nn.ModuleList")
         if not isinstance(stack, nn.ModuleList) or len(stack) == 0:
             raise ValueError(f"layers={layers!r} must name a non-empty nn.ModuleList, got {type(stack).__name__}")
         return layers, stack
@@ -78,12 +83,7 @@ def layerwise_lr_groups(model: nn.Module, lr: float, decay: float = 0.8, head: s
     model = _check_module(model)
     lr = check_positive(lr, "lr")
     decay = check_in_range(decay, "decay", 0, 1, low_inclusive=False)
-    if not isinstance(head, str):
-        raise TypeError(f"head must be the dotted name of the head module, got {type(head).__name__}")
-    try:
-        model.get_submodule(head)
-    except AttributeError:
-        raise ValueError(f"head={head!r} is not a submodule of the model") from None
+    _submodule(model, head, "head", "the head module")
     stack_name, stack = _layer_stack(model, layers, head)
     n_layers = len(stack)
     depth_of, seen_stack = {}, False
@@ -105,12 +105,7 @@ def layerwise_lr_groups(model: nn.Module, lr: float, decay: float = 0.8, head: s
 
 
 def _linear_head(model: nn.Module, head: str) -> nn.Linear:
-    if not isinstance(head, str):
-        raise TypeError(f"head must be the dotted name of the head module, got {type(head).__name__}")
-    try:
-        module = model.get_submodule(head)
-    except AttributeError:
-        raise ValueError(f"head={head!r} is not a submodule of the model") from None
+    module = _submodule(model, head, "head", "the head module")
     if not isinstance(module, nn.Linear):
         raise TypeError(f"the head {head!r} must be an nn.Linear, got {type(module).__name__}")
     return module
