@@ -1,6 +1,8 @@
 """Start JupyterLab on the lessons, bound to 127.0.0.1 (what `make lab` runs; also works as root).
 
-The file browser opens on ``lessons/``: the English lessons at the top, the Chinese edition (中文版) in ``zh/``.
+The file browser opens on ``lessons/``: the English lessons at the top, the Chinese edition (中文版) in ``zh/``; the
+glossary (术语表) is ``GLOSSARY.md``, the teaching guide ``TEACHING.md`` and its Chinese edition (中文教学指南)
+``zh/TEACHING.md``.
 """
 import argparse
 import os
@@ -25,7 +27,8 @@ def main() -> None:
     args = parser.parse_args()
     print(f"tlkit: starting JupyterLab on http://127.0.0.1:{args.port}/lab — open the URL with its token "
           "printed below; stop with Ctrl-C.\n"
-          "tlkit: English lessons are at the top of the file browser, the Chinese edition (中文版) in zh/.", flush=True)
+          "tlkit: English lessons are at the top of the file browser, the Chinese edition (中文版) in zh/; "
+          "glossary (术语表): GLOSSARY.md; teaching guide: TEACHING.md, 中文教学指南: zh/TEACHING.md.", flush=True)
     command = lab_command(args.port)
     os.execv(command[0], command)
 
