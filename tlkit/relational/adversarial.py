@@ -1,4 +1,4 @@
-"""Adversarial domain adaptation: gradient reversal and DANN (Ganin et al. 2016)."""
+"""Adversarial domain adaptation: gradient reversal, DANN (Ganin et al. 2016) and CDAN (Long et al. 2018)."""
 from __future__ import annotations
 
 import math
@@ -153,7 +153,7 @@ class DANN(nn.Module):
         steps_per_epoch = math.ceil(len(x_source) / batch_size)
         total_steps = epochs * steps_per_epoch
         history = History()
-        bar = tqdm(total=total_steps, desc="DANN", disable=not progress, leave=False)
+        bar = tqdm(total=total_steps, desc=type(self).__name__, disable=not progress, leave=False)
         step = 0
         for epoch in range(1, epochs + 1):
             start, sums = time.perf_counter(), {}
@@ -179,3 +179,71 @@ class DANN(nn.Module):
             bar.set_postfix({k: round(v, 3) for k, v in record.items() if k.startswith(("val_", "domain_acc"))})
         bar.close()
         return history
+
+
+class CDAN(DANN):
+    r"""Conditional domain-adversarial network (Long et al. 2018): DANN whose discriminator sees the features
+    *conditioned on the predictions*, through the multilinear map $T(f, g) = f \otimes g$, with entropy weights (CDAN+E).
+
+    $$\min_{G_f, G_y}\max_{D}\; \frac{1}{n_s}\sum_i \ell(G_y(f^s_i), y^s_i)
+      - \lambda\Big[\tfrac12\sum_{i \in s} \tilde w_i\, \ell_{\text{BCE}}(D(T(f_i, g_i)), 1)
+      + \tfrac12\sum_{j \in t} \tilde w_j\, \ell_{\text{BCE}}(D(T(f_j, g_j)), 0)\Big]$$
+
+    with $f = G_f(x) \in \mathbb{R}^{d}$, $g = \operatorname{softmax}(G_y(f)) \in \mathbb{R}^{C}$ (not
+    differentiated through, as in the paper's code), $T(f, g) = \operatorname{vec}(f g^\top) \in \mathbb{R}^{dC}$,
+    and entropy weights $w = 1 + e^{-H(g)}$, $H(g) = -\sum_c g_c \log g_c$, normalised within each domain
+    ($\tilde w_i = w_i / \sum_{k \in \text{same domain}} w_k$): confident predictions count more.
+    With ``randomized_dim=r`` the map is the randomised multilinear
+    $T(f, g) = \frac{1}{\sqrt r}(R_f f) \odot (R_g g)$ with fixed Gaussian $R_f \in \mathbb{R}^{r\times d}$,
+    $R_g \in \mathbb{R}^{r\times C}$ (for large $dC$). The discriminator must take ``d * C`` (or ``r``) inputs;
+    ``entropy_conditioning=False`` gives plain CDAN. Same training loop, schedule and ``fit`` as :class:`DANN`.
+    Used in lesson 15.
+    """
+
+    def __init__(self, feature_extractor: nn.Module, classifier: nn.Module, discriminator: nn.Module,
+                 gamma: float = 10.0, entropy_conditioning: bool = True, randomized_dim: int | None = None):
+        super().__init__(feature_extractor, classifier, discriminator, gamma=gamma)
+        if randomized_dim is not None and (isinstance(randomized_dim, bool) or not isinstance(randomized_dim, int)
+                                           or randomized_dim < 1):
+            raise ValueError(f"randomized_dim must be None or a positive int, got {randomized_dim!r}")
+        self.entropy_conditioning = bool(entropy_conditioning)
+        self.randomized_dim = randomized_dim
+
+    def conditioning(self, features: torch.Tensor, probabilities: torch.Tensor) -> torch.Tensor:
+        """$T(f, g)$: ``(N, d)``, ``(N, C)`` → ``(N, d*C)``, or ``(N, randomized_dim)`` with the randomised map."""
+        if self.randomized_dim is None:
+            return torch.einsum("nd,nc->ndc", features, probabilities).reshape(len(features), -1)
+        if not hasattr(self, "random_features"):  # drawn once, on first use, when d and C are known
+            generator = torch.Generator().manual_seed(0)
+            for name, width in (("random_features", features.shape[1]), ("random_classes", probabilities.shape[1])):
+                self.register_buffer(name, torch.randn(width, self.randomized_dim, generator=generator).to(features))
+        return (features @ self.random_features) * (probabilities @ self.random_classes) / math.sqrt(self.randomized_dim)
+
+    def loss(self, x_source: torch.Tensor, y_source: torch.Tensor, x_target: torch.Tensor,
+             progress: float) -> tuple[torch.Tensor, dict]:
+        """Class loss on the source plus the entropy-weighted conditional domain loss through the reversal layer."""
+        self.reversal.lambda_ = dann_lambda(progress, self.gamma)
+        features = self.feature_extractor(torch.cat([x_source, x_target]))
+        logits = self.classifier(features)
+        n_source = len(x_source)
+        class_loss = nn.functional.cross_entropy(logits[:n_source], y_source)
+        probabilities = logits.detach().softmax(dim=1)
+        conditioned = self.conditioning(self.reversal(features), probabilities)
+        first_linear = next((m for m in self.discriminator.modules() if isinstance(m, nn.Linear)), None)
+        if first_linear is not None and first_linear.in_features != conditioned.shape[1]:
+            raise ValueError(f"discriminator must take {conditioned.shape[1]} inputs (features {features.shape[1]} × "
+                             f"classes {logits.shape[1]}, or randomized_dim), got {first_linear.in_features}")
+        domain_labels = torch.cat([torch.ones(n_source), torch.zeros(len(x_target))]).to(features.device)
+        domain_logits = self.discriminator(conditioned)
+        is_source = domain_labels.bool()
+        if self.entropy_conditioning:
+            entropy = -(probabilities * probabilities.clamp_min(1e-12).log()).sum(dim=1)
+            weights = 1.0 + torch.exp(-entropy)
+        else:
+            weights = torch.ones_like(domain_labels)
+        weights = torch.where(is_source, weights / weights[is_source].sum(), weights / weights[~is_source].sum()) / 2
+        domain_loss = (weights * nn.functional.binary_cross_entropy_with_logits(
+            domain_logits, domain_labels, reduction="none")).sum()
+        domain_acc = ((domain_logits > 0).float() == domain_labels).float().mean().item()
+        return class_loss + domain_loss, {"class_loss": class_loss.item(), "domain_loss": domain_loss.item(),
+                                          "domain_acc": domain_acc, "lambda": self.reversal.lambda_}
