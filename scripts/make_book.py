@@ -4,8 +4,12 @@ Every lesson ``lessons/NN_slug.ipynb`` is rendered as committed (with its output
 HTML exporter to ``NN_slug.html``, and its Chinese edition ``lessons/zh/NN_slug.ipynb`` to ``zh/NN_slug.html`` with a
 contents page of its own (``zh/index.html``); every page of either edition links to its counterpart (the language
 switch, 中文 / English); ``lessons/GLOSSARY.md`` and ``lessons/TEACHING.md`` become ``glossary.html`` and
-``teaching.html``; ``index.html`` links every page, with each lesson's title read from its notebook's first heading.
-Links between lessons (``01_why_transfer.ipynb``, ``GLOSSARY.md``) are rewritten to the rendered pages.
+``teaching.html``, and the Chinese teaching guide ``lessons/zh/TEACHING.md`` becomes ``zh/teaching.html`` (linked from
+``zh/index.html``, with the same language switch to and from ``teaching.html``; the glossary is bilingual and has one
+page); ``index.html`` links every page, with each lesson's title read from its notebook's first heading.
+Links between lessons (``01_why_transfer.ipynb``, ``GLOSSARY.md``, ``TEACHING.md``) are rewritten to the rendered
+pages, resolved from the folder of the page that links them (from ``lessons/zh/``, ``TEACHING.md`` is the Chinese guide
+and ``../TEACHING.md`` the English one).
 
     python scripts/make_book.py                  # writes build/book/
     python scripts/make_book.py --out /tmp/book  # anywhere else (the tests do this)
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import html
 import pkgutil
+import posixpath
 import re
 import shutil
 from pathlib import Path
@@ -46,6 +51,8 @@ LESSON_MENTION = re.compile(r"\b(lessons?)((?:(?:\s|,\s*|\s+and\s+|\s*[–-]\s*)
 # Markdown pages of the book: source file name -> rendered page name.
 MARKDOWN_PAGES = {"GLOSSARY.md": "glossary.html", "TEACHING.md": "teaching.html"}
 ZH = "zh"  # the Chinese edition: lessons/zh/ → zh/ in the book
+# Markdown pages that may have a Chinese edition in lessons/zh/ (rendered to zh/ under the same page name).
+CHINESE_MARKDOWN_PAGES = {"TEACHING.md": "teaching.html"}
 
 # MathJax 2.7 for every page. The book carries its own copy (from the jupyter-server-mathjax package, copied to
 # mathjax/), so formulas render offline; without that package it falls back to the CDN nbconvert uses, and offline
@@ -83,6 +90,11 @@ def chinese_lesson_paths() -> list[Path]:
     return sorted((LESSONS / ZH).glob("[0-9][0-9]_*.ipynb"))
 
 
+def chinese_markdown_pages() -> dict[str, str]:
+    """The markdown pages that have a Chinese edition in ``lessons/zh/``: source file name -> rendered page name."""
+    return {source: page for source, page in CHINESE_MARKDOWN_PAGES.items() if (LESSONS / ZH / source).exists()}
+
+
 def first_heading(markdown_text: str) -> str | None:
     """The text of the first markdown heading (``# 05 · 中文 / English`` → ``05 · 中文 / English``), if any."""
     match = re.search(r"^#+\s+(.*\S)", markdown_text, flags=re.M)
@@ -109,18 +121,28 @@ def rewrite_links(page_html: str, root: str = "") -> str:
     """Point ``href`` links to lesson notebooks and the markdown pages at their rendered pages.
 
     ``root`` is the way from the page to the book's top folder (``"../"`` for the Chinese edition): a lesson links to
-    its sibling in the same folder, the glossary and the teaching guide live at the top. A relative link to anything
-    else in the repository (a script, a file under ``tlkit/``) has no page in the book; it becomes plain text so that
-    no link in the book is broken.
+    its sibling in the same folder, the glossary and the teaching guide live at the top — except that a link that
+    resolves into ``lessons/zh/`` (``TEACHING.md`` from a Chinese page, ``zh/TEACHING.md`` from an English one) reaches
+    the Chinese edition of a markdown page where one exists. A relative link to anything else in the repository (a
+    script, a file under ``tlkit/``) has no page in the book; it becomes plain text so that no link in the book is
+    broken.
     """
+    chinese_pages = set(chinese_markdown_pages().values())
 
     def replace(match: re.Match) -> str:
         target, anchor, text = match.group(1), match.group(2) or "", match.group(3)
-        if re.match(rf"[a-z][a-z0-9+.-]*:|#|/|{API_DIR}/|index\.html", target):  # URL, anchor, absolute path, API page: keep
+        # URL, anchor, absolute path, API page or contents page (from zh/ too: ../api/, ../index.html): keep
+        if re.match(rf"[a-z][a-z0-9+.-]*:|#|/|(?:\.\./)*(?:{API_DIR}/|index\.html)", target):
             return match.group(0)
         rendered = page_name(target)
         if rendered in MARKDOWN_PAGES.values():
-            rendered = root + rendered
+            # Resolve the link from the page's folder in lessons/: into lessons/zh/ or up to lessons/.
+            resolved = posixpath.normpath(posixpath.join(ZH if root else ".", target))
+            in_chinese = resolved.split("/")[0] == ZH and rendered in chinese_pages
+            if in_chinese:
+                rendered = rendered if root else f"{ZH}/{rendered}"
+            else:
+                rendered = root + rendered
         return f'<a href="{rendered}{anchor}">{text}</a>' if rendered else text
 
     return re.sub(r'<a href="([^"#]*)(#[^"]*)?">(.*?)</a>', replace, page_html, flags=re.S)
@@ -147,9 +169,14 @@ def install_mathjax(out: Path) -> str:
     return LOCAL_MATHJAX_URL
 
 
-def standalone_page(title: str, body: str, mathjax_url: str, back_link: bool = True) -> str:
-    nav = (f'<nav><a href="index.html">← 目录 / Contents</a> · <a href="{API_INDEX}">API reference</a></nav>\n'
-           if back_link else "")
+def standalone_page(title: str, body: str, mathjax_url: str, back_link: bool = True, root: str = "",
+                    switch: tuple[str, str] | None = None) -> str:
+    """A page of the book around ``body``; ``root`` is the way to the book's top folder (``"../"`` in ``zh/``),
+    ``switch`` the ``(link, label)`` of the same page in the other language, if it has one."""
+    language = (f' · <a href="{switch[0]}" hreflang="{"en" if switch[1] == "English" else "zh"}">{switch[1]}</a>'
+                if switch else "")
+    nav = (f'<nav><a href="index.html">← 目录 / Contents</a> · <a href="{root}{API_INDEX}">API reference</a>'
+           f'{language}</nav>\n' if back_link else "")
     return (
         "<!DOCTYPE html>\n<html lang=\"zh-Hans\">\n<head>\n<meta charset=\"utf-8\">\n"
         f"<title>{html.escape(title)}</title>\n<style>{STYLE}</style>\n{MATHJAX_CONFIG}"
@@ -227,24 +254,42 @@ def add_index_link(page_html: str, api_links: list[tuple[str, str]] = (), root: 
     return re.sub(r"(<body[^>]*>)", lambda match: match.group(1) + nav, page_html, count=1)
 
 
-def render_markdown_pages(out: Path, mathjax_url: str) -> list[tuple[str, str]]:
-    """Write the glossary and the teaching guide; return ``(page, title)`` for those that exist."""
+def render_markdown_pages(out: Path, mathjax_url: str, chinese: bool = False) -> list[tuple[str, str]]:
+    """Write the glossary and the teaching guide (with ``chinese``: the Chinese editions in ``lessons/zh/`` to
+    ``zh/``); return ``(page, title)`` for those that exist, pages relative to the book's top folder.
+
+    A page with an edition in the other language carries the language switch to it (中文 / English).
+    """
+    root = "../" if chinese else ""
+    if chinese and not mathjax_url.startswith(("http:", "https:")):
+        mathjax_url = root + mathjax_url
+    translated = chinese_markdown_pages()
     pages = []
-    for source, page in MARKDOWN_PAGES.items():
-        path = LESSONS / source
+    for source, page in (translated if chinese else MARKDOWN_PAGES).items():
+        path = LESSONS / ZH / source if chinese else LESSONS / source
         if not path.exists():
             continue
         text = path.read_text(encoding="utf-8")
         title = first_heading(text) or path.stem
-        (out / page).write_text(rewrite_links(standalone_page(title, markdown_to_html(text), mathjax_url)),
-                                encoding="utf-8")
-        pages.append((page, title))
+        switch = None
+        if chinese and (LESSONS / source).exists():
+            switch = (f"../{page}", "English")
+        elif not chinese and source in translated and chinese_lesson_paths():
+            switch = (f"{ZH}/{page}", "中文")
+        folder = out / ZH if chinese else out
+        folder.mkdir(exist_ok=True)
+        html_page = standalone_page(title, markdown_to_html(text), mathjax_url, root=root, switch=switch)
+        (folder / page).write_text(rewrite_links(html_page, root), encoding="utf-8")
+        pages.append((f"{ZH}/{page}" if chinese else page, title))
     return pages
 
 
 def render_index(out: Path, lessons: list[tuple[str, str]], extras: list[tuple[str, str]], mathjax_url: str,
-                 chinese_lessons: list[tuple[str, str]] = ()) -> None:
-    """The contents page of each edition: ``index.html`` (English) and, if any lesson has one, ``zh/index.html``."""
+                 chinese_lessons: list[tuple[str, str]] = (), chinese_extras: list[tuple[str, str]] = ()) -> None:
+    """The contents page of each edition: ``index.html`` (English) and, if any lesson has one, ``zh/index.html``.
+
+    The Chinese contents page lists the Chinese edition of a reference page (the teaching guide) where there is one,
+    else the shared page (the bilingual glossary)."""
     def items(pages, prefix=""):
         return "\n".join(f'<li><a href="{prefix}{page}">{html.escape(title)}</a></li>' for page, title in pages)
 
@@ -262,12 +307,16 @@ def render_index(out: Path, lessons: list[tuple[str, str]], extras: list[tuple[s
     if not chinese_lessons:
         return
     local = items([(page.removeprefix(ZH + "/"), title) for page, title in chinese_lessons])
+    translated = {page.removeprefix(ZH + "/"): title for page, title in chinese_extras}
+    references = "\n".join(
+        f'<li><a href="{page}">{html.escape(translated[page])}</a></li>' if page in translated
+        else f'<li><a href="../{page}">{html.escape(title)}</a></li>' for page, title in extras)
     body = (
         "<h1>tlkit · 迁移学习课程（中文版）</h1>\n"
         "<p>每一课都是提交时的版本，带有全部输出。要运行它们，请在 JupyterLab 中打开笔记本（<code>make lab</code>）。</p>\n"
         '<p><a href="../index.html" hreflang="en">English edition</a></p>\n'
         f"<h2>课程</h2>\n<ul class=\"lessons\">\n{local}\n</ul>\n"
-        f"<h2>参考</h2>\n<ul>\n{items(extras, '../')}\n"
+        f"<h2>参考</h2>\n<ul>\n{references}\n"
         f'<li><a href="../{API_INDEX}">API 参考（tlkit）</a></li>\n</ul>\n'
     )
     url = mathjax_url if mathjax_url.startswith(("http:", "https:")) else "../" + mathjax_url
@@ -357,9 +406,11 @@ def build(out: Path) -> list[str]:
     lessons = render_lessons(out, mathjax_url, api_anchors)
     chinese = render_lessons(out, mathjax_url, api_anchors, chinese=True)
     extras = render_markdown_pages(out, mathjax_url)
-    render_index(out, lessons, extras, mathjax_url, chinese)
+    # The Chinese teaching guide lives beside the Chinese lessons; without them there is no zh/ index to return to.
+    chinese_extras = render_markdown_pages(out, mathjax_url, chinese=True) if chinese else []
+    render_index(out, lessons, extras, mathjax_url, chinese, chinese_extras)
     api_pages = sorted(str(path.relative_to(out)) for path in (out / API_DIR).rglob("*.html"))
-    chinese_pages = [f"{ZH}/index.html"] + [page for page, _ in chinese] if chinese else []
+    chinese_pages = [f"{ZH}/index.html"] + [page for page, _ in chinese + chinese_extras] if chinese else []
     return ["index.html"] + [page for page, _ in lessons + extras] + api_pages + chinese_pages
 
 

@@ -18,6 +18,8 @@ _spec.loader.exec_module(make_book)
 
 LESSONS = make_book.lesson_paths()
 CHINESE = make_book.chinese_lesson_paths()
+# Chinese editions of the markdown pages (the teaching guide, lessons/zh/TEACHING.md → zh/teaching.html).
+CHINESE_MARKDOWN = make_book.chinese_markdown_pages()
 
 
 class _References(HTMLParser):
@@ -58,11 +60,12 @@ def test_every_lesson_glossary_and_teaching_guide_has_a_page(book):
     expected = ["index.html"] + [path.with_suffix(".html").name for path in LESSONS] + ["glossary.html", "teaching.html"]
     assert pages[:len(expected)] == expected
     chinese = [f"{make_book.ZH}/{path.with_suffix('.html').name}" for path in make_book.chinese_lesson_paths()]
+    chinese_guides = [f"{make_book.ZH}/{page}" for page in CHINESE_MARKDOWN.values()]
     rest = pages[len(expected):]
-    assert [page for page in rest if page.startswith(make_book.ZH + "/")] == ([f"{make_book.ZH}/index.html"] + chinese
-                                                                            if chinese else [])
+    assert [page for page in rest if page.startswith(make_book.ZH + "/")] == (
+        [f"{make_book.ZH}/index.html"] + chinese + chinese_guides if chinese else [])
     assert all(page.startswith((make_book.API_DIR + "/", make_book.ZH + "/")) for page in rest)
-    for page in expected:
+    for page in expected + (chinese_guides if chinese else []):
         assert (out / page).stat().st_size > 0, page
 
 
@@ -214,9 +217,36 @@ def test_each_page_switches_to_its_other_language_edition(book):
         assert f"../{page}" in references(out / make_book.ZH / page).hrefs, page
         assert page in chinese_index, page
         assert "../glossary.html" in chinese_index and "../index.html" in chinese_index
+        assert f"../{make_book.API_INDEX}" in references(out / make_book.ZH / page).hrefs, page  # the API reference too
+
+
+@pytest.mark.skipif(not (CHINESE and CHINESE_MARKDOWN), reason="no Chinese teaching guide yet")
+def test_the_chinese_teaching_guide_has_its_page_and_language_switch(book):
+    out, _ = book
+    chinese_index = {urlsplit(link).path for link in references(out / make_book.ZH / "index.html").hrefs}
+    chinese_lessons = {path.with_suffix(".html").name for path in CHINESE}
+    for source, page in CHINESE_MARKDOWN.items():
+        hrefs = {urlsplit(link).path for link in references(out / make_book.ZH / page).hrefs}
+        assert page in chinese_index and f"../{page}" not in chinese_index, page  # the index lists the Chinese guide
+        assert f"{make_book.ZH}/{page}" in references(out / page).hrefs, page      # English page → 中文
+        assert f"../{page}" in hrefs, page                                          # Chinese page → English
+        assert {"index.html", f"../{make_book.API_INDEX}", "../glossary.html"} <= hrefs, page
+        # its lessons are the Chinese editions, in the same folder; nothing points at an English lesson page
+        lessons = {link for link in hrefs if re.fullmatch(r"(\.\./)?\d\d_[\w-]+\.html", link)}
+        assert lessons and lessons <= chinese_lessons, sorted(lessons - chinese_lessons)
+        title = make_book.first_heading((make_book.LESSONS / make_book.ZH / source).read_text(encoding="utf-8"))
+        assert f">{html.escape(title)}</a>" in (out / make_book.ZH / "index.html").read_text(encoding="utf-8")
 
 
 def test_links_of_the_chinese_edition_reach_the_shared_pages():
     rewritten = make_book.rewrite_links('<a href="05_instance_weighting.ipynb">05</a> <a href="../GLOSSARY.md">术语表</a>',
                                         root="../")
     assert rewritten == '<a href="05_instance_weighting.html">05</a> <a href="../glossary.html">术语表</a>'
+    # the teaching guide: TEACHING.md beside a Chinese lesson is the Chinese guide (if there is one), ../TEACHING.md
+    # the English one; the API reference and the contents pages are kept as they are
+    guide = "teaching.html" if "TEACHING.md" in CHINESE_MARKDOWN else "../teaching.html"
+    rewritten = make_book.rewrite_links('<a href="TEACHING.md#x">指南</a> <a href="../TEACHING.md">guide</a> '
+                                        '<a href="../api/tlkit.html">API</a> <a href="../index.html">en</a>', root="../")
+    assert rewritten == (f'<a href="{guide}#x">指南</a> <a href="../teaching.html">guide</a> '
+                         '<a href="../api/tlkit.html">API</a> <a href="../index.html">en</a>')
+    assert make_book.rewrite_links('<a href="TEACHING.md">guide</a>') == '<a href="teaching.html">guide</a>'
