@@ -62,3 +62,23 @@ def test_doctor_cli_reports_backends_and_offline_assets():
 def test_show_source_prints_the_code(capsys):
     tl.show_source(tl.median_bandwidth)
     assert "def median_bandwidth" in capsys.readouterr().out
+
+
+def test_setup_adds_an_installed_chinese_font_as_a_fallback(monkeypatch):
+    import matplotlib as mpl
+    from matplotlib import font_manager
+
+    from tlkit import _env
+
+    default = ["DejaVu Sans", "Arial"]
+    monkeypatch.setitem(mpl.rcParams, "font.sans-serif", list(default))
+    monkeypatch.setattr(font_manager.fontManager, "ttflist", [font_manager.FontEntry(name="DejaVu Sans")])
+    assert _env.cjk_font() is None
+    tl.setup(seed=0, quiet=True)
+    assert mpl.rcParams["font.sans-serif"] == default  # no Chinese font: nothing changes
+    monkeypatch.setattr(font_manager.fontManager, "ttflist", [font_manager.FontEntry(name="WenQuanYi Micro Hei"),
+                                                              font_manager.FontEntry(name="Noto Sans CJK SC")])
+    assert _env.cjk_font() == "Noto Sans CJK SC"  # the preferred one of those installed
+    tl.setup(seed=0, quiet=True)
+    tl.setup(seed=0, quiet=True)  # a second call does not add it twice
+    assert mpl.rcParams["font.sans-serif"] == ["DejaVu Sans", "Noto Sans CJK SC", "Arial"]

@@ -58,6 +58,25 @@ def _style_plots() -> None:
 
     mpl.rcParams.update({"figure.figsize": (6.4, 3.6), "figure.dpi": 100, "axes.grid": True,
                          "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False})
+    chinese = cjk_font()
+    if chinese is not None and chinese not in mpl.rcParams["font.sans-serif"]:
+        # Per-glyph fallback: Latin text keeps the default font, Chinese characters in titles or labels use this one.
+        mpl.rcParams["font.sans-serif"] = [mpl.rcParams["font.sans-serif"][0], chinese,
+                                           *mpl.rcParams["font.sans-serif"][1:]]
+
+
+# Font families that cover simplified Chinese, in order of preference (Debian: fonts-noto-cjk, fonts-wqy-microhei).
+CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "WenQuanYi Micro Hei", "WenQuanYi Zen Hei",
+             "Microsoft YaHei", "PingFang SC", "SimHei")
+
+
+def cjk_font() -> str | None:
+    """The first installed font family of :data:`CJK_FONTS` that matplotlib can use, or ``None`` (figures then show
+    Latin text as before and Chinese characters as empty boxes; install e.g. Debian's ``fonts-noto-cjk``)."""
+    from matplotlib import font_manager
+
+    installed = {font.name for font in font_manager.fontManager.ttflist}
+    return next((name for name in CJK_FONTS if name in installed), None)
 
 
 def _offline_assets() -> dict[str, str]:
@@ -124,6 +143,9 @@ def doctor(print_report: bool = True) -> dict:
     for device, (backend, reason) in info["auto"].items():
         report[f"auto backend on {device}"] = f"{backend} ({reason})"
     report.update(_offline_assets())
+    if importlib.util.find_spec("matplotlib") is not None:
+        report["Chinese font for figures"] = cjk_font() or "none found (Chinese text in figures shows as boxes; " \
+            "apt install fonts-noto-cjk or fonts-wqy-microhei)"
     if print_report:
         width = max(map(len, report))
         print("tlkit doctor\n" + "\n".join(f"  {key:<{width}}  {value}" for key, value in report.items()))
