@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import tlkit as tl
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,15 +72,33 @@ def test_setup_adds_an_installed_chinese_font_as_a_fallback(monkeypatch):
 
     from tlkit import _env
 
-    default = ["DejaVu Sans", "Arial"]
-    monkeypatch.setitem(mpl.rcParams, "font.sans-serif", list(default))
+    monkeypatch.setitem(mpl.rcParams, "font.family", ["sans-serif"])
     monkeypatch.setattr(font_manager.fontManager, "ttflist", [font_manager.FontEntry(name="DejaVu Sans")])
     assert _env.cjk_font() is None
     tl.setup(seed=0, quiet=True)
-    assert mpl.rcParams["font.sans-serif"] == default  # no Chinese font: nothing changes
+    assert mpl.rcParams["font.family"] == ["sans-serif"]  # no Chinese font: nothing changes
     monkeypatch.setattr(font_manager.fontManager, "ttflist", [font_manager.FontEntry(name="WenQuanYi Micro Hei"),
                                                               font_manager.FontEntry(name="Noto Sans CJK SC")])
     assert _env.cjk_font() == "Noto Sans CJK SC"  # the preferred one of those installed
     tl.setup(seed=0, quiet=True)
     tl.setup(seed=0, quiet=True)  # a second call does not add it twice
-    assert mpl.rcParams["font.sans-serif"] == ["DejaVu Sans", "Noto Sans CJK SC", "Arial"]
+    assert mpl.rcParams["font.family"] == ["sans-serif", "Noto Sans CJK SC"]
+
+
+def test_chinese_text_renders_where_a_chinese_font_is_installed():
+    import warnings
+
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    from tlkit import _env
+
+    if _env.cjk_font() is None:
+        pytest.skip("no Chinese font installed (e.g. apt install fonts-wqy-microhei)")
+    with matplotlib.rc_context():
+        tl.setup(seed=0, quiet=True)
+        figure = Figure()
+        figure.add_subplot().set_title("目标域准确率 / target accuracy")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # matplotlib warns "Glyph ... missing from font(s)" otherwise
+            figure.canvas.draw()

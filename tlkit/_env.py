@@ -59,10 +59,9 @@ def _style_plots() -> None:
     mpl.rcParams.update({"figure.figsize": (6.4, 3.6), "figure.dpi": 100, "axes.grid": True,
                          "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False})
     chinese = cjk_font()
-    if chinese is not None and chinese not in mpl.rcParams["font.sans-serif"]:
-        # Per-glyph fallback: Latin text keeps the default font, Chinese characters in titles or labels use this one.
-        mpl.rcParams["font.sans-serif"] = [mpl.rcParams["font.sans-serif"][0], chinese,
-                                           *mpl.rcParams["font.sans-serif"][1:]]
+    if chinese is not None and chinese not in mpl.rcParams["font.family"]:
+        # Per-glyph fallback along the family list: Latin text keeps the default font, Chinese characters use this one.
+        mpl.rcParams["font.family"] = [*mpl.rcParams["font.family"], chinese]
 
 
 # Font families that cover simplified Chinese, in order of preference (Debian: fonts-noto-cjk, fonts-wqy-microhei).
