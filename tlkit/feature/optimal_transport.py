@@ -68,7 +68,7 @@ class OTMapping(_Aligner):
 
     Shapes: ``Xs`` (n_s, d), ``Xt`` (n_t, d), ``ys`` (n_s,) → ``coupling_`` (n_s, n_t), ``cost_``
     (n_s, n_t); ``transform(X, "source")`` (m, d) → (m, d). Memory and time grow with $n_s n_t$. The POT
-    estimator is kept as ``transport_``. For lesson 15 (in preparation).
+    estimator is kept as ``transport_``. Used in lesson 15.
     """
 
     def __init__(self, reg_e: float | None = 1.0, reg_cl: float | None = None, metric: str = "sqeuclidean",
