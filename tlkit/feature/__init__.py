@@ -7,4 +7,4 @@ from .test_time import TENT, AdaBN, softmax_entropy
 __all__ = ["CORAL", "TCA", "SubspaceAlignment", "DAPipeline", "make_da_pipeline",
            "FeatureExtractor", "MMDLoss", "MKMMDLoss", "CORALLoss"]
 __all__ += ["OTMapping"]
-__all__ += ["AdaBN", "TENT", "softmax_entropy"]  # test-time adaptation, for lesson 14 (in preparation)
+__all__ += ["AdaBN", "TENT", "softmax_entropy"]  # test-time adaptation, used in lesson 14

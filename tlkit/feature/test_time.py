@@ -6,7 +6,7 @@
 - :func:`softmax_entropy`: the entropy TENT minimises.
 
 Both wrap the model **in place** (as the papers' reference code does) and keep a copy of its state for ``reset()``;
-wrap a ``copy.deepcopy(model)`` to keep the original untouched. For lesson 14 (in preparation).
+wrap a ``copy.deepcopy(model)`` to keep the original untouched. Used in lesson 14.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def softmax_entropy(logits: torch.Tensor) -> torch.Tensor:
     r"""Entropy of the softmax prediction of each row, $H(\hat y) = -\sum_{c=1}^{K} p_c \log p_c$, $p = \operatorname{softmax}(z)$.
 
     ``logits`` (N, K) → (N,), differentiable (computed as $-\sum_c p_c \log\operatorname{softmax}(z)_c$, stable for
-    large logits). For lesson 14 (in preparation).
+    large logits). Used in lesson 14.
     """
     if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
         raise ValueError(f"logits must be a 2-D torch tensor (N, K), got "
@@ -82,7 +82,7 @@ class AdaBN(nn.Module):
     of batches, whose statistics are averaged (PyTorch's cumulative ``momentum=None``: the mean of the batch means and
     of the batch variances). Only the BatchNorm layers run in train mode during ``adapt`` (dropout stays off); the
     model is left in eval mode. ``forward(x)`` is the adapted model in eval mode; ``reset()`` restores the original
-    running statistics. Wraps ``model`` in place. For lesson 14 (in preparation).
+    running statistics. Wraps ``model`` in place. Used in lesson 14.
     """
 
     def __init__(self, model: nn.Module):
@@ -150,7 +150,7 @@ class TENT(nn.Module):
     The model is configured in place: BatchNorm layers in train mode with ``track_running_stats=False`` (the rest in
     eval mode, so dropout stays off; identical to the paper's ``model.train()`` for BatchNorm-only networks), and
     ``requires_grad`` True only for BatchNorm weights and biases. A model without affine BatchNorm is an error.
-    For lesson 14 (in preparation).
+    Used in lesson 14.
     """
 
     def __init__(self, model: nn.Module, lr: float = 1e-3, steps: int = 1, optimizer: str = "adam",

@@ -7,7 +7,7 @@
 - :func:`effective_sample_size`, :class:`WeightedEstimator` (weights → any scikit-learn ``sample_weight``) and
   :func:`weighted_loss` (article formula 4.1 for torch models).
 - Label shift: :func:`bbse`, :func:`rlls`, :func:`em_priors` (target class priors) and :class:`LabelShiftAdapter`
-  (a prior-corrected classifier), for lesson 14 (in preparation).
+  (a prior-corrected classifier), used in lesson 14.
 
 Used in lessons 05, 06 and 14.
 """

@@ -9,7 +9,7 @@ target priors $q(y)$, estimated from unlabelled target data:
 - :func:`em_priors` — EM on the target posteriors (Saerens, Latinne & Decaestecker 2002);
 - :class:`LabelShiftAdapter` — any scikit-learn classifier, prior-corrected on a target sample.
 
-For lesson 14 (in preparation).
+Used in lesson 14.
 """
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ def confusion_matrix(y_true, y_pred, n_classes: int) -> np.ndarray:
 
     Rows are predictions, columns true classes (the transpose of ``sklearn.metrics.confusion_matrix``), normalised to
     sum to 1, so the column sums are the source priors $p(y = j)$. ``y_true``, ``y_pred`` (n,) integer labels in
-    ``0..n_classes-1`` → (K, K). For lesson 14 (in preparation).
+    ``0..n_classes-1`` → (K, K). Used in lesson 14.
     """
     K = check_positive_int(n_classes, "n_classes")
     y_true = np.asarray(check_1d(y_true, "y_true"))
@@ -111,7 +111,7 @@ def bbse(confusion, target_prediction_mean) -> LabelShiftEstimate:
     when it is ill-conditioned.
 
     ``confusion`` (K, K), summing to 1; ``target_prediction_mean`` (K,), summing to 1 → :class:`LabelShiftEstimate`
-    with ``target_priors`` (K,) and ``weights`` (K,). For lesson 14 (in preparation).
+    with ``target_priors`` (K,) and ``weights`` (K,). Used in lesson 14.
     """
     C = _check_confusion(confusion)
     mu = _check_distribution(target_prediction_mean, "target_prediction_mean", length=len(C))
@@ -121,7 +121,7 @@ def bbse(confusion, target_prediction_mean) -> LabelShiftEstimate:
 
 def rlls_regularization(n_classes: int, n_source: int, delta: float = 0.05) -> float:
     r"""RLLS's concentration bound $\Delta_C(\delta) = \frac{2\log(2K/\delta)}{3n} + \sqrt{\frac{2\log(2K/\delta)}{n}}$
-    on $\lVert \hat C - C \rVert_2$ with probability $1 - \delta$ (Azizzadenesheli et al. 2019). For lesson 14 (in preparation)."""
+    on $\lVert \hat C - C \rVert_2$ with probability $1 - \delta$ (Azizzadenesheli et al. 2019). Used in lesson 14."""
     K = check_positive_int(n_classes, "n_classes")
     n = check_positive_int(n_source, "n_source")
     delta = check_in_range(delta, "delta", 0.0, 1.0, low_inclusive=False, high_inclusive=False)
@@ -145,7 +145,7 @@ def rlls(confusion, target_prediction_mean, n_source: int, alpha: float = 0.01, 
     \lVert \hat b\rVert$. Solved by L-BFGS-B (scipy) on the norms smoothed by $\sqrt{\lVert r\rVert^2 + 10^{-20}}$,
     with the bound $\theta \ge -1$ (weights $\ge 0$). Priors and weights as in :func:`bbse`.
 
-    ``confusion`` (K, K); ``target_prediction_mean`` (K,) → :class:`LabelShiftEstimate`. For lesson 14 (in preparation).
+    ``confusion`` (K, K); ``target_prediction_mean`` (K,) → :class:`LabelShiftEstimate`. Used in lesson 14.
     """
     C = _check_confusion(confusion)
     mu = _check_distribution(target_prediction_mean, "target_prediction_mean", length=len(C))
@@ -186,7 +186,7 @@ def em_priors(posteriors, source_priors, tol: float = 1e-6, max_iter: int = 1000
     posteriors must be calibrated for the source priors $p$ (the estimate inherits any miscalibration).
 
     ``posteriors`` (m, K): $p(y \mid x_k)$ of the m target samples, rows summing to 1; ``source_priors`` (K,) positive,
-    summing to 1 → :class:`LabelShiftEstimate` (``n_iter``: iterations run). For lesson 14 (in preparation).
+    summing to 1 → :class:`LabelShiftEstimate` (``n_iter``: iterations run). Used in lesson 14.
     """
     P = to_numpy(check_2d(posteriors, "posteriors"), "posteriors")
     p = _check_distribution(source_priors, "source_priors", positive=True)
@@ -231,7 +231,7 @@ class LabelShiftAdapter(ClassifierMixin, BaseEstimator):
     ``predict(X)`` its arg-max. Before ``adapt`` the weights are 1 (the source classifier).
 
     Fitted attributes: ``estimator_``, ``classes_``, ``source_priors_`` (K,), ``confusion_`` (K, K; bbse/rlls),
-    ``target_priors_`` (K,), ``weights_`` (K,), ``n_iter_`` (em). For lesson 14 (in preparation).
+    ``target_priors_`` (K,), ``weights_`` (K,), ``n_iter_`` (em). Used in lesson 14.
     """
 
     def __init__(self, estimator=None, method: str = "bbse", cv: int = 5, alpha: float = 0.01, delta: float = 0.05,
