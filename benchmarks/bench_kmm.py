@@ -1,4 +1,4 @@
-"""Benchmark: KMM with its defaults — time, L-BFGS-B iterations, kernel products, and the objective gap to an exact
+"""Benchmark: KMM with its defaults — time, working-set rounds, kernel products, and the objective gap to an exact
 dense QP solver (cvxopt, where n is small enough), at n_s = n_t = 1k, 2k, 20k (and 100k with ``--full``), d = 5.
 
 Each case runs in its own subprocess (peak RSS its own). Data: source N(0.5, 0.5²)^5, target N(0, 0.3²)^5, seed n
@@ -6,7 +6,7 @@ Each case runs in its own subprocess (peak RSS its own). Data: source N(0.5, 0.5
 
     python benchmarks/bench_kmm.py [--quick] [--full] [--json PATH]
 
-``--quick`` runs 1k only; ``--full`` adds 100k (about 10 minutes on 2 cores). Issue 16's targets: the gap ≤ 1e-6
+``--quick`` runs 1k only; ``--full`` adds 100k (under a minute on 2 cores). Issue 16's targets: the gap ≤ 1e-6
 relative up to 2k, 20k converged in ≤ 30 s and 100k in ≤ 10 min on 2 cores.
 """
 from __future__ import annotations
