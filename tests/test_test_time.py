@@ -167,3 +167,13 @@ def test_bad_data():
         TENT(small_network()).adapt(batches(), batch_size=0)
     with pytest.raises(ValueError, match="logits must be a 2-D torch tensor"):
         softmax_entropy(torch.zeros(3))
+
+
+def test_a_tensor_is_cut_into_near_equal_batches():
+    """898 rows at batch_size=128: eight batches of 112-113 rows, not seven of 128 and one of 2."""
+    from tlkit.feature.test_time import _batches
+
+    sizes = [len(batch) for batch in _batches(torch.zeros(898, 3), 128)]
+    assert sizes == [113, 113, 112, 112, 112, 112, 112, 112] and sum(sizes) == 898
+    assert [len(batch) for batch in _batches(torch.zeros(256, 3), 128)] == [128, 128]
+    assert [len(batch) for batch in _batches(torch.zeros(5, 3), None)] == [5]

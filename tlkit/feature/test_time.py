@@ -11,6 +11,7 @@ wrap a ``copy.deepcopy(model)`` to keep the original untouched. Used in lesson 1
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterable
 
 import torch
@@ -48,12 +49,15 @@ def _batchnorm_layers(model, name: str = "model") -> list[nn.modules.batchnorm._
 
 
 def _batches(data, batch_size: int | None) -> Iterable[torch.Tensor]:
-    """Input batches from a tensor (split in order into ``batch_size`` rows; ``None``: one batch) or an iterable of
-    tensors or of tuples whose first element is the input (a DataLoader over ``(x, y)``)."""
+    """Input batches from a tensor (split in order into the fewest near-equal batches of at most ``batch_size`` rows,
+    so no last batch of a few rows: an entropy step on 2 samples is mostly noise; ``None``: one batch) or an iterable
+    of tensors or of tuples whose first element is the input (a DataLoader over ``(x, y)``)."""
     if isinstance(data, torch.Tensor):
         if data.dim() < 2 or len(data) == 0:
             raise ValueError(f"data must be a tensor of shape (N, ...) with N >= 1, got shape {tuple(data.shape)}")
-        return [data] if batch_size is None else list(data.split(check_positive_int(batch_size, "batch_size")))
+        if batch_size is None:
+            return [data]
+        return list(data.tensor_split(math.ceil(len(data) / check_positive_int(batch_size, "batch_size"))))
     if not isinstance(data, Iterable) or isinstance(data, (str, bytes)):
         raise TypeError(f"data must be a torch tensor (N, ...) or an iterable of batches (a DataLoader), got "
                         f"{type(data).__name__}")
