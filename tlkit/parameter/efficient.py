@@ -15,7 +15,7 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     r"""``(trainable, total)``: $\sum_{p:\ \text{requires\_grad}} |p|$ and $\sum_p |p|$ over ``model.parameters()``.
 
     Shared tensors are counted once. For a ``peft`` model the total includes the adapter weights and the
-    trainable copy of the head that ``modules_to_save`` keeps beside the frozen original. For lesson 16 (in preparation).
+    trainable copy of the head that ``modules_to_save`` keeps beside the frozen original. Used in lesson 16.
     """
     model = _check_module(model)
     trainable = total = 0
@@ -78,7 +78,7 @@ def layerwise_lr_groups(model: nn.Module, lr: float, decay: float = 0.8, head: s
         Dotted name of the ``nn.ModuleList`` of layers; default: the ``ModuleList`` with most parameters.
 
     Returns ``[{"params", "lr", "name", "depth"}, ...]`` ordered by depth, trainable parameters only
-    (pass to any ``torch.optim`` optimiser). For lesson 16 (in preparation).
+    (pass to any ``torch.optim`` optimiser). Used in lesson 16.
     """
     model = _check_module(model)
     lr = check_positive(lr, "lr")
@@ -117,7 +117,7 @@ def head_inputs(model: nn.Module, data, head: str = "head") -> tuple[torch.Tenso
 
     A forward hook on ``head`` records its input while ``model(*inputs)`` runs in eval mode without gradients,
     so it works for any (encoder, head) pair. ``data``: a ``DataLoader`` or a tuple ``(*inputs, y)`` whose
-    batches are ``(*inputs, y)``, as for :func:`tlkit.parameter.fit`. For lesson 16 (in preparation).
+    batches are ``(*inputs, y)``, as for :func:`tlkit.parameter.fit`. Used in lesson 16.
     """
     from ..training import make_loader
 
@@ -145,7 +145,7 @@ def set_head_from_probe(model: nn.Module, probe, head: str = "head") -> nn.Linea
     $p(y{=}1 \mid z) = \sigma(\hat w^\top z + \hat b)$ becomes the two-row head
     $W = \tfrac12[-\hat w, \hat w]^\top$, $c = \tfrac12[-\hat b, \hat b]$, whose softmax equals the sigmoid.
     ``probe``: a fitted scikit-learn linear classifier (``coef_`` ``(1 or C, d)``, ``intercept_``,
-    ``classes_`` $= 0, \dots, C-1$); the head must be ``nn.Linear(d, C)``. Returns the head. For lesson 16 (in preparation).
+    ``classes_`` $= 0, \dots, C-1$); the head must be ``nn.Linear(d, C)``. Returns the head. Used in lesson 16.
     """
     model = _check_module(model)
     module = _linear_head(model, head)
@@ -205,7 +205,7 @@ def lp_ft(model: nn.Module, train_data, *, probe=None, features=None, C: float =
         parameter).
 
     Returns ``(probe, history)``: the phase-1 probe and the phase-2 ``History``. ``model`` is trained in place.
-    For lesson 16 (in preparation).
+    Used in lesson 16.
     """
     from sklearn.linear_model import LogisticRegression
 
@@ -273,7 +273,7 @@ def lora(model: nn.Module, r: int = 8, alpha: float = 16, target_modules: Sequen
 
     Returns the ``peft.PeftModel``: only the LoRA matrices and the head are trainable; it is called like
     ``model``. Other ``peft`` methods (IA³, prefix tuning, LoHa, ...) take the same route through a different
-    ``peft`` config; ``peft`` has no Houlsby bottleneck adapter. For lesson 16 (in preparation).
+    ``peft`` config; ``peft`` has no Houlsby bottleneck adapter. Used in lesson 16.
     """
     from peft import LoraConfig, get_peft_model
 

@@ -50,7 +50,7 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
     ``X`` everywhere is a list of n sentences or their embeddings ``(n, d)`` (e.g. cached ones).
     Fitted attributes: ``classes_``, ``prototypes_`` ``(C, d)`` unit rows; ``description_embeddings_``
     ``(C, d)`` once descriptions were encoded. ``decision_function``: ``(n, C)`` cosines (torch in → torch out),
-    ``predict``: ``(n,)`` labels. For lesson 16 (in preparation).
+    ``predict``: ``(n,)`` labels. Used in lesson 16.
     """
 
     def __init__(self, label_descriptions: Mapping | None = None, description_weight: float = 0.0,
