@@ -123,8 +123,28 @@ struct KernelParams {
   int squarings[kMaxBandwidths];  // 0: exp of rate * t;  p > 0: k_s = k_{s-1}^(2^p)
   int slot[kMaxBandwidths];       // position of this (sorted) term among the caller's sigmas
   int exps = 0;                   // how many exps a pair costs
+  int fused = 0;                  // > 0: a pattern eval_row evaluates in one SIMD loop over j (see fused_pattern)
   T inv_count = 1;
 };
+
+// Patterns whose terms are all computed in one pass over a tile row, each pair's terms in registers (no per-term
+// load/store of the row's sums): 2..8 bandwidths that all take an exp, and DAN's ladder sigma_0 2^k, k = -2..2
+// (rate ratio 4: squarings {0,2,2,2,0} in fp32, where a chain stops at 6 squarings; {0,2,2,2,2} in fp64).
+constexpr int kFusedLadder32 = 9;
+constexpr int kFusedLadder64 = 10;
+
+template <typename T>
+int fused_pattern(const KernelParams<T>& kp) {
+  if (kp.count < 2) return 0;
+  if (kp.exps == kp.count && kp.count <= 8) return kp.count;
+  if (kp.count != 5) return 0;
+  const bool tail_exp = kp.squarings[4] == 0;
+  for (int s = 1; s < 4; ++s)
+    if (kp.squarings[s] != 2) return 0;
+  if (tail_exp && sizeof(T) == 4) return kFusedLadder32;
+  if (!tail_exp && kp.squarings[4] == 2 && sizeof(T) == 8) return kFusedLadder64;
+  return 0;
+}
 
 template <typename T>
 KernelParams<T> make_kernel_params(at::ArrayRef<double> sigmas, int64_t kernel) {
@@ -164,6 +184,7 @@ KernelParams<T> make_kernel_params(at::ArrayRef<double> sigmas, int64_t kernel) 
       ++kp.exps;
     }
   }
+  kp.fused = fused_pattern(kp);
   return kp;
 }
 
@@ -195,12 +216,61 @@ TLKIT_INLINE void ladder_dispatch(int p, T rate, int64_t nj, const T* t, T* cur,
   }
 }
 
+// eval_row for a fused pattern: N terms, term s an exp when bit s of EXPS is set, else the previous term squared
+// twice (DAN's rate ratio 4).  With N and EXPS known at compile time the term loop unrolls and the j loop is one
+// SIMD loop, every term in registers.
+template <typename T, int KIND, bool PHI, int N, unsigned EXPS, typename R2>
+TLKIT_INLINE void eval_row_fused(const KernelParams<T>& kp, int64_t nj, R2 r2_at, T* kv, T* ph) {
+  T rate[N], weight[N];
+  for (int s = 0; s < N; ++s) {
+    rate[s] = kp.rate[s];
+    weight[s] = kp.phi_weight[s];
+  }
+  const T inv_count = kp.inv_count;
+#pragma omp simd
+  for (int64_t j = 0; j < nj; ++j) {
+    const T r2 = r2_at(j);
+    const T tj = KIND == 0 ? r2 : std::sqrt(r2);
+    T e = T(0), sum = T(0), phi = T(0);
+#pragma GCC unroll 8
+    for (int s = 0; s < N; ++s) {
+      if ((EXPS >> s) & 1u) {
+        e = exp2_nonpositive(rate[s] * tj);
+      } else {
+        e *= e;
+        e *= e;
+      }
+      sum += e;
+      if (PHI) phi += weight[s] * e;
+    }
+    kv[j] = sum * inv_count;
+    if (PHI) ph[j] = KIND == 0 ? phi * inv_count : (tj > T(0) ? phi * inv_count / tj : T(0));
+  }
+}
+
+template <typename T, int KIND, bool PHI, typename R2>
+TLKIT_INLINE bool eval_row_fused_dispatch(const KernelParams<T>& kp, int64_t nj, R2 r2_at, T* kv, T* ph) {
+  switch (kp.fused) {
+    case 2: eval_row_fused<T, KIND, PHI, 2, 0b11u>(kp, nj, r2_at, kv, ph); return true;
+    case 3: eval_row_fused<T, KIND, PHI, 3, 0b111u>(kp, nj, r2_at, kv, ph); return true;
+    case 4: eval_row_fused<T, KIND, PHI, 4, 0b1111u>(kp, nj, r2_at, kv, ph); return true;
+    case 5: eval_row_fused<T, KIND, PHI, 5, 0b11111u>(kp, nj, r2_at, kv, ph); return true;
+    case 6: eval_row_fused<T, KIND, PHI, 6, 0b111111u>(kp, nj, r2_at, kv, ph); return true;
+    case 7: eval_row_fused<T, KIND, PHI, 7, 0b1111111u>(kp, nj, r2_at, kv, ph); return true;
+    case 8: eval_row_fused<T, KIND, PHI, 8, 0b11111111u>(kp, nj, r2_at, kv, ph); return true;
+    case kFusedLadder32: eval_row_fused<T, KIND, PHI, 5, 0b01001u>(kp, nj, r2_at, kv, ph); return true;
+    case kFusedLadder64: eval_row_fused<T, KIND, PHI, 5, 0b00001u>(kp, nj, r2_at, kv, ph); return true;
+    default: return false;
+  }
+}
+
 // One tile row: kv[j] = k(r_j) and, if PHI, ph[j] = phi(r_j), from r2_at(j) = r_j^2.  Each bandwidth is one simple
 // SIMD loop over j (GCC does not vectorise a j loop that holds a runtime-length bandwidth loop); t holds r^2 or r.
 // `cur` (nj) holds the last term for the ladder's squarings; it may alias nothing else.
 template <typename T, int KIND, bool PHI, typename R2>
 TLKIT_INLINE void eval_row(const KernelParams<T>& kp, int64_t nj, R2 r2_at, T* t, T* kv,
                            T* ph, T* cur) {
+  if (eval_row_fused_dispatch<T, KIND, PHI>(kp, nj, r2_at, kv, ph)) return;
   const T rate0 = kp.rate[0], weight0 = kp.phi_weight[0];
   const bool chained = kp.count > 1 && kp.squarings[1] > 0;
 #pragma omp simd
