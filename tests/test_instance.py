@@ -132,18 +132,15 @@ def test_kmm_iterations_run_below_the_validation_in_float64(rng, monkeypatch):
     unchecked = kmm_module.kernel_matmul_unchecked
     monkeypatch.setattr(kmm_module, "kernel_matmul_unchecked", recording)
     xs, xt = rng.normal(size=(40, 2)), rng.normal(1.0, 1.0, size=(30, 2))
-    with pytest.warns(ConvergenceWarning, match="max_iter=25"):  # stopped by the limit, and says so
-        kmm = KMM(sigma=np.float32(1.5), max_iter=25, tol=1e-12).fit(torch.from_numpy(xs).float(),
-                                                                  torch.from_numpy(xt))
-    # At least one product per L-BFGS-B iteration, each over the weights' support (v has |S| rows)
-    # (so shapes vary); all in float64 with the bandwidth validated once into a list of floats.
-    assert len(calls) >= kmm.n_iter_ == 25
+    kmm = KMM(sigma=np.float32(1.5), tol=1e-12).fit(torch.from_numpy(xs).float(), torch.from_numpy(xt))
+    # One product per working-set round, each over the weights' support (v has |S| rows, so shapes vary); all in
+    # float64 with the bandwidth validated once into a list of floats.
+    assert kmm.converged_ and len(calls) >= kmm.n_iter_ >= 1
     assert {(x, v, sigmas) for x, v, _, sigmas in calls} == {(torch.float64, torch.float64, (1.5,))}
     assert all(shape[1] == 1 and shape[0] <= 40 for _, _, shape, _ in calls)
-    with pytest.warns(ConvergenceWarning):
-        reference = KMM(sigma=1.5, max_iter=25, tol=1e-12).fit(xs, xt)
-    # The same 25 quasi-Newton iterations; float32 rounding of the inputs moves the (ill-conditioned) weights more
-    # than the objective, so the objective is what is compared.
+    reference = KMM(sigma=1.5, tol=1e-12).fit(xs, xt)
+    # float32 rounding of the inputs moves the (ill-conditioned) weights more than the objective, so the objective
+    # is what is compared.
     assert kmm.objective_ == pytest.approx(reference.objective_, rel=1e-5)
 
 
@@ -159,12 +156,20 @@ def test_projection_onto_box_and_slab(rng):
 
 
 def test_kmm_on_the_shimodaira_toy():
-    shift = data.shimodaira_toy(150, 150, random_state=0)
-    unweighted = target_mse(None, shift)
-    true_weights = target_mse(data.shimodaira_importance(shift.Xs), shift)
-    kmm = target_mse(KMM(max_iter=200).fit(shift.Xs, shift.Xt).weights_, shift)
-    assert kmm < 0.6 * unweighted
-    assert abs(kmm - true_weights) < 0.25 * true_weights
+    """KMM's weights lower the target MSE of the misspecified line on the toy of Huang et al. (2007), n = 150.
+    Measured over draws 0-5 (exact QP optimum, 8-16 non-zero weights): KMM / unweighted 0.26-0.71 (mean 0.46);
+    |KMM - true ratio| / true ratio 0.005-0.61 (mean 0.21). The sparse exact optimum is noisier than the true ratio
+    on some draws, so the claims are per draw below the unweighted fit and on average near the true ratio."""
+    ratios, gaps = [], []
+    for seed in range(6):
+        shift = data.shimodaira_toy(150, 150, random_state=seed)
+        unweighted = target_mse(None, shift)
+        true_weights = target_mse(data.shimodaira_importance(shift.Xs), shift)
+        kmm = target_mse(KMM().fit(shift.Xs, shift.Xt).weights_, shift)
+        ratios.append(kmm / unweighted)
+        gaps.append(abs(kmm - true_weights) / true_weights)
+    assert max(ratios) < 0.8 and np.mean(ratios) < 0.6, ratios
+    assert np.mean(gaps) < 0.4, gaps
 
 
 # ---------------------------------------------------------------- KLIEP (Sugiyama et al. 2008)

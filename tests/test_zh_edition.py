@@ -22,6 +22,12 @@ def test_the_chinese_edition_is_in_step_with_the_english_one(chinese):
     assert zh_edition.problems(english, chinese) == []
 
 
+def test_every_lesson_and_the_teaching_guide_have_a_chinese_edition():
+    english = {path.name for path in zh_edition.english_lessons()}
+    assert english == {path.name for path in CHINESE}, sorted(english ^ {path.name for path in CHINESE})
+    assert (ROOT / "lessons" / "zh" / "TEACHING.md").is_file()
+
+
 @pytest.mark.parametrize("chinese", CHINESE, ids=lambda p: p.stem)
 def test_the_chinese_edition_is_written_in_chinese(chinese):
     markdown = [cell.source for cell in nbformat.read(chinese, as_version=4).cells if cell.cell_type == "markdown"]
