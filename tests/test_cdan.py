@@ -6,7 +6,8 @@ from sklearn.datasets import make_moons
 from torch import nn
 
 from tlkit.parameter import evaluate, fit
-from tlkit.relational import CDAN, DANN, DomainDiscriminator
+from tlkit.relational import CDAN, DomainDiscriminator
+from test_relational import rotate  # the DANN test's rotation (tests/ is on sys.path under pytest)
 
 
 def networks(seed, features=16, classes=2, randomized_dim=None):
@@ -81,12 +82,6 @@ def test_bad_arguments_name_what_was_expected():
                                                           torch.randn(4, 2), progress=0.0)
     with pytest.raises(ValueError, match="randomized_dim"):
         CDAN(*networks(0), randomized_dim=0)
-
-
-def rotate(points, degrees):
-    theta = np.deg2rad(degrees)
-    rotation = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
-    return (points @ rotation.T).astype(np.float32)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

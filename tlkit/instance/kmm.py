@@ -58,7 +58,8 @@ def project_box_slab(v: torch.Tensor, upper_bound: float, sum_low: float, sum_hi
 
 def kernel_matrix(x: torch.Tensor, sigmas: list, kernel: str) -> torch.Tensor:
     """$K(x, x)$, formed: for the small working sets of the solver only."""
-    return kernel_and_phi(squared_distances(x, x, diagonal_at=0), sigmas, KERNELS[kernel], need_phi=False)[0]
+    r2 = squared_distances(x, x, diagonal_at=0, exact=kernel == "laplacian")  # the laplacian takes sqrt(r²)
+    return kernel_and_phi(r2, sigmas, KERNELS[kernel], need_phi=False)[0]
 
 
 def _cholesky_solve(matrix: np.ndarray, rhs: np.ndarray) -> np.ndarray:
