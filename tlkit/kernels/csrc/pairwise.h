@@ -244,7 +244,7 @@ TLKIT_INLINE void eval_row_fused(const KernelParams<T>& kp, int64_t nj, R2 r2_at
       if (PHI) phi += weight[s] * e;
     }
     kv[j] = sum * inv_count;
-    if (PHI) ph[j] = KIND == 0 ? phi * inv_count : (tj > T(0) ? phi * inv_count / tj : T(0));
+    if (PHI) ph[j] = phi * (KIND == 0 ? inv_count : (tj > T(0) ? inv_count / tj : T(0)));  // as eval_row rounds
   }
 }
 
