@@ -26,6 +26,7 @@ Tensor kernel_matmul_impl(const Tensor& x, const Tensor& y, const Tensor& v, con
   {
     std::vector<Tensor> keep;
     DistanceTile<T, GEMM> dt(X, Y, row_block, tile, keep);
+    if (GEMM) dt.guard = make_refine_guard(kp, KIND, false, false, d);
     T* kvals = scratch<T>(keep, (blas_contract ? row_block : 1) * tile);
     T* tbuf = scratch<T>(keep, tile);
     T* cbuf = scratch<T>(keep, tile);  // the ladder's last term
@@ -87,6 +88,7 @@ Tensor kernel_matmul_multi_impl(const Tensor& x, const Tensor& y, const Tensor& 
   {
     std::vector<Tensor> keep;
     DistanceTile<T, GEMM> dt(X, Y, row_block, tile, keep);
+    if (GEMM) dt.guard = make_refine_guard(kp, KIND, false, true, d);
     T* kvals = scratch<T>(keep, S * plane);
     T* tbuf = scratch<T>(keep, tile);
     T* contracted = blas_contract ? scratch<T>(keep, row_block * k) : nullptr;
@@ -155,6 +157,9 @@ Tensor kernel_pair_grad_impl(const Tensor& a, const Tensor& b, const Tensor& A, 
   {
     std::vector<Tensor> keep;
     DistanceTile<T, GEMM> dt(P, Q, row_block, tile, keep);
+    if (GEMM) dt.guard = make_refine_guard(kp, KIND, true, false, d);
+    dt.record_refined = GEMM;
+    std::vector<DirectTerm<T>> direct;  // GEMM form: this tile's recomputed pairs
     T* coef = scratch<T>(keep, (blas_coef ? row_block : 1) * tile);   // A_i . B_j
     T* weights = scratch<T>(keep, (GEMM ? row_block : 1) * tile);     // (A_i . B_j) phi_ij
     T* moment = GEMM ? scratch<T>(keep, row_block * d) : nullptr;      // weights @ Q_J
@@ -169,6 +174,7 @@ Tensor kernel_pair_grad_impl(const Tensor& a, const Tensor& b, const Tensor& A, 
       for (int64_t j0 = 0; j0 < m; j0 += tile) {
         const int64_t nj = std::min(tile, m - j0);
         dt.begin(i0, ni, j0, nj, false);
+        direct.clear();
         if (blas_coef) matmul_into(coef, matrix_view(As + i0 * k, ni, k), matrix_view(Bs + j0 * k, nj, k).t());
         for (int64_t ii = 0; ii < ni; ++ii) {
           const auto r = dt.row(ii);
@@ -185,6 +191,12 @@ Tensor kernel_pair_grad_impl(const Tensor& a, const Tensor& b, const Tensor& A, 
           T* wr = weights + (GEMM ? ii * nj : 0);
           eval_row<T, KIND, true>(kp, nj, [&](int64_t j) { return DistanceTile<T, GEMM>::r2_at(r, j); }, tbuf, kbuf,
                                   wr, cbuf);
+          if (GEMM) {
+            for (const int32_t j : dt.refined) {
+              direct.push_back({static_cast<int32_t>(ii), j, wr[j] * cr[j]});
+              wr[j] = T(0);  // its term is added from direct differences below
+            }
+          }
           T wsum = 0;
 #pragma omp simd reduction(+ : wsum)
           for (int64_t j = 0; j < nj; ++j) {
@@ -212,6 +224,8 @@ Tensor kernel_pair_grad_impl(const Tensor& a, const Tensor& b, const Tensor& A, 
             for (int64_t c = 0; c < d; ++c)
               acc[ii * d + c] += static_cast<double>(P.rows[(i0 + ii) * d + c]) * row_weight[ii] -
                                  static_cast<double>(moment[ii * d + c]);
+          for (const DirectTerm<T>& e : direct)
+            add_difference(acc.data() + e.row * d, e.phi, P.input + (i0 + e.row) * d, Q.input + (j0 + e.col) * d, d);
         }
       }
       for (int64_t e = 0; e < ni * d; ++e) out_data[i0 * d + e] = static_cast<T>(acc[e]);

@@ -63,6 +63,9 @@ std::tuple<Tensor, Tensor, Tensor> mmd2_terms_impl(const Tensor& x, const Tensor
   {
     std::vector<Tensor> keep;
     DistanceTile<T, GEMM> dt(X, Y, tile, tile, keep);  // its clouds are set per job
+    if (GEMM) dt.guard = make_refine_guard(kp, KIND, GRAD, false, d);
+    dt.record_refined = GEMM && GRAD;
+    std::vector<DirectTerm<T>> direct;  // GEMM form: this tile's recomputed pairs
     double* acc = GRAD ? acc_all + static_cast<int64_t>(omp_get_thread_num()) * N * d : nullptr;
     // direct form: per-tile column accumulators (d, tile); GEMM form: phi tile in dt.dots, moments (tile, d)
     T* col_acc = GRAD && !GEMM ? scratch<T>(keep, d * tile) : nullptr;
@@ -94,6 +97,7 @@ std::tuple<Tensor, Tensor, Tensor> mmd2_terms_impl(const Tensor& x, const Tensor
       dt.begin(i0, ni, j0, nj, diagonal);
       const T* wq = wQ + j0;
       double tile_sum = 0;
+      direct.clear();
       if (column_side) {
         if (GEMM)
           std::fill(col_weight_tile.begin(), col_weight_tile.begin() + nj, T(0));
@@ -115,6 +119,12 @@ std::tuple<Tensor, Tensor, Tensor> mmd2_terms_impl(const Tensor& x, const Tensor
         T* phi_row = GEMM ? dt.dots + ii * nj : phi_buf;  // GEMM: phi overwrites the consumed r^2 row
         eval_row<T, KIND, true>(kp, nj, r2_at, tbuf, kbuf, phi_row, cbuf);
         if (diagonal) phi_row[ii] = T(0);  // a_i - a_i = 0 exactly; the expanded GEMM form would leave rounding
+        if (GEMM) {
+          for (const int32_t j : dt.refined) {
+            direct.push_back({static_cast<int32_t>(ii), j, phi_row[j]});
+            phi_row[j] = T(0);  // its kernel value stays in kbuf; its gradient term is added directly below
+          }
+        }
         T wsum = 0;
 #pragma omp simd reduction(+ : s, wsum)
         for (int64_t j = 0; j < nj; ++j) {
@@ -159,6 +169,12 @@ std::tuple<Tensor, Tensor, Tensor> mmd2_terms_impl(const Tensor& x, const Tensor
       if (!GRAD) continue;
       const double scale = cf[tj.term];
       if (GEMM) {
+        for (const DirectTerm<T>& e : direct) {
+          const T* p = P.input + (i0 + e.row) * d;
+          const T* q = Q.input + (j0 + e.col) * d;
+          add_difference(acc + (p_offset + i0 + e.row) * d, scale * wQ[j0 + e.col] * e.phi, p, q, d);
+          if (column_side) add_difference(acc + (q_offset + j0 + e.col) * d, scale * wP[i0 + e.row] * e.phi, q, p, d);
+        }
         // rows: sum_j w_j phi_ij (p_i - q_j) = p_i (Phi w_J)_i - (Phi (w_J * Q_J))_i
         const T* Pw = weighted + (p_offset + i0) * d;
         const T* Qw = weighted + (q_offset + j0) * d;

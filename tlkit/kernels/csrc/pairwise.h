@@ -6,7 +6,9 @@
 //   * direct form (small d): r^2 = sum_c (a_c - b_c)^2, vectorised over j with the b cloud stored transposed,
 //     fused with the exp and the reduction in one SIMD loop (r^2 never leaves a register);
 //   * GEMM form (large d): r^2 = ||a||^2 + ||b||^2 - 2 a.b with the a.b tile from BLAS (at::mm) on clouds
-//     centred on their common mean, clamped at 0, exactly 0 on the diagonal of symmetric tiles.
+//     centred on their common mean, clamped at 0, exactly 0 on the diagonal of symmetric tiles; the pairs whose
+//     kernel value this form cannot resolve (near pairs, points far from the common mean) are recomputed directly
+//     from the caller's rows (RefineGuard).
 // Kernels (id 0 gaussian, 1 laplacian) average S bandwidths from one distance:
 //   k(r) = (1/S) sum_s exp(-r^2 / (2 sigma_s^2))   or   (1/S) sum_s exp(-r / sigma_s),
 // and phi = -(1/r) dk/dr, so that dk(a, b)/da = -phi (a - b):
@@ -378,7 +380,8 @@ inline std::vector<double> common_mean(const Tensor& a, const Tensor& b) {
 template <typename T>
 struct Cloud {
   std::vector<Tensor> storage;
-  const T* rows = nullptr;    // (n, d) original rows (direct form) or centred rows (GEMM form)
+  const T* input = nullptr;   // (n, d) the caller's rows
+  const T* rows = nullptr;    // (n, d) the caller's rows (direct form) or centred rows (GEMM form)
   const T* cols = nullptr;    // (d, n) transposed rows, direct form
   const T* sqnorm = nullptr;  // (n,) squared norms of the centred rows, GEMM form
   int64_t n = 0, d = 0;
@@ -391,6 +394,7 @@ Cloud<T> make_cloud(const Tensor& x, bool gemm_form, const std::vector<double>& 
   cloud.d = x.size(1);
   const int64_t n = cloud.n, d = cloud.d;
   const T* src = x.data_ptr<T>();
+  cloud.input = src;
   if (gemm_form) {
     T* rows = scratch<T>(cloud.storage, n * d);
     T* sqnorm = scratch<T>(cloud.storage, n);
@@ -417,6 +421,76 @@ Cloud<T> make_cloud(const Tensor& x, bool gemm_form, const std::vector<double>& 
   return cloud;
 }
 
+// When a kernel op reads GEMM-form distances, which pairs must be recomputed directly so that the kernel value
+// (and phi) keep their relative accuracy.  The GEMM form's error grows with the centred norms, not with r^2:
+// |r^2_gemm - r^2| <~ err = u (2 sqrt(d) |p.q| + 2 (||p||^2 + ||q||^2))  (u the unit roundoff: 2 sqrt(d) |p.q| the
+// BLAS dot of nearly parallel rows, the second term the rounded norms and a general dot), and a term
+// 2^(rate_s t) turns an error dt in t into a relative error ln2 |rate_s| dt.  Averaged over the bandwidths, the
+// kernel's relative error is at most ln2 R dt with R the mean |rate_s| (Chebyshev's sum inequality: |rate_s| rises
+// as k_s falls); phi weighs term s by |rate_s| k_s, so R = sum rate_s^2 / sum |rate_s| bounds it; separate terms
+// (kernel_matmul_multi) take the narrowest term's |rate|.  A pair is
+// recomputed when this bound passes kGuardTolerance<T> and its widest term does not underflow to exactly 0 either
+// way (|rate_0| (t - dt) >= the exp's cutoff: then both values are 0):
+//   gaussian  (t = r^2):      ln2 R err > tol                         and  |rate_0| (r^2 - err) < cutoff;
+//   laplacian (t = r):        ln2 R err / (2 r) > tol, or for phi's 1/r
+//                             err / (2 r^2) > tol                      and  rate_0^2 (r^2 - err) < cutoff^2.
+// Gradient ops also sum phi (p - q) in the expanded form p sum phi - sum phi q, whose error in one pair's term is
+// about u sqrt(2 (||p||^2 + ||q||^2) / r^2) relative: pairs with r^2 < 2 u^2 / tol^2 (||p||^2 + ||q||^2) are
+// recomputed, and the ops take these pairs' gradient terms from direct differences too (DistanceTile::refined).
+// Standardised data (near pairs rare, p.q ~ sqrt(d)) stay far below the tolerance; clouds whose points sit far from
+// the common mean (two separated clusters, a large offset) are recomputed pair by pair where they matter.
+template <typename T>
+constexpr double kGuardTolerance = sizeof(T) == 4 ? 4e-6 : 1e-13;
+
+template <typename T>
+struct RefineGuard {  // the defaults select only the near pairs (nearest)
+  T ratio = kRefineRatio * std::numeric_limits<T>::epsilon();  // near pairs: r^2 < ratio (||p||^2 + ||q||^2)
+  T dot_weight = 0, norm_weight = 0;  // err = dot_weight |p.q| + norm_weight (||p||^2 + ||q||^2)
+  T slope2 = 0, c0 = 1, c1 = 0;       // kernel bound: slope2 err^2 > c0 + c1 r^2
+  T phi_coef = 0;                     // laplacian phi's 1/r: phi_coef err > r^2
+  T live_w = 0, live_f = 0;           // the widest term is non-zero: live_w (r^2 - err) < live_f
+
+  // Whether the kernel bound can select a pair with |p.q| <= dot, ||p||^2 + ||q||^2 <= norms and r^2 >= r2 (the
+  // bound rises with err and falls with r^2): one test per tile row keeps the SIMD loop as cheap as the near rule.
+  TLKIT_INLINE bool may_select(T dot, T norms, T r2) const {
+    const T err = dot_weight * dot + norm_weight * norms;
+    return slope2 * err * err > c0 + c1 * r2 || phi_coef * err > r2;
+  }
+
+  TLKIT_INLINE bool selects(T r2, T norms) const {
+    if (r2 < ratio * norms) return true;
+    const T err = dot_weight * std::abs((norms - r2) * T(0.5)) + norm_weight * norms;
+    return (slope2 * err * err > c0 + c1 * r2 || phi_coef * err > r2) && live_w * (r2 - err) < live_f;
+  }
+};
+
+template <typename T>
+RefineGuard<T> make_refine_guard(const KernelParams<T>& kp, int kind, bool phi, bool per_term, int64_t d) {
+  RefineGuard<T> g;
+  const double u = std::numeric_limits<T>::epsilon() / 2, tol = kGuardTolerance<T>;
+  double sum = 0, sum_sq = 0, narrowest = 0;
+  for (int s = 0; s < kp.count; ++s) {
+    const double r = std::abs(static_cast<double>(kp.rate[s]));
+    sum += r;
+    sum_sq += r * r;
+    narrowest = std::max(narrowest, r);
+  }
+  const double rate = per_term ? narrowest : phi ? sum_sq / sum : sum / kp.count;
+  const double slope = std::log(2.0) * rate / tol;
+  const double widest = std::abs(static_cast<double>(kp.rate[0]));
+  const double cutoff = sizeof(T) == 4 ? 127.0 : 1023.0;  // exp2_nonpositive gives exactly 0 at or below -cutoff
+  g.dot_weight = static_cast<T>(2 * std::sqrt(static_cast<double>(d)) * u);
+  g.norm_weight = static_cast<T>(2 * u);
+  g.slope2 = static_cast<T>(slope * slope);  // +inf when huge: every live pair is recomputed
+  g.c0 = kind == kGaussian ? T(1) : T(0);
+  g.c1 = kind == kGaussian ? T(0) : T(4);
+  g.phi_coef = kind == kLaplacian && phi ? static_cast<T>(1 / (2 * tol)) : T(0);
+  g.live_w = static_cast<T>(kind == kGaussian ? widest : widest * widest);
+  g.live_f = static_cast<T>(kind == kGaussian ? cutoff : cutoff * cutoff);
+  if (phi) g.ratio = std::max(g.ratio, static_cast<T>(2 * u * u / (tol * tol)));
+  return g;
+}
+
 // Squared distances of one tile: rows [i0, i0 + ni) of P against columns [j0, j0 + nj) of Q.
 template <typename T, bool GEMM>
 struct DistanceTile {
@@ -426,6 +500,10 @@ struct DistanceTile {
   T* r2row = nullptr;  // (nj,) squared distances of the current row, direct form
   int64_t i0 = 0, ni = 0, j0 = 0, nj = 0;
   bool diagonal = false;  // P == Q and I == J: r^2 is exactly 0 for j == i
+  RefineGuard<T> guard;   // GEMM form: the pairs recomputed directly (kernel ops: make_refine_guard)
+  T qn_max = 0;           // GEMM form: the tile's largest ||q||^2
+  bool record_refined = false;   // GEMM form: keep the current row's recomputed columns in `refined`
+  std::vector<int32_t> refined;
 
   // Tiles of up to rows x cols pairs of p and q; the scratch is owned by `keep` (one per thread).
   DistanceTile(const Cloud<T>& p, const Cloud<T>& q, int64_t rows, int64_t cols, std::vector<Tensor>& keep)
@@ -439,6 +517,7 @@ struct DistanceTile {
     if (GEMM) {
       const int64_t d = P->d;
       matmul_into(dots, matrix_view(P->rows + i0 * d, ni, d), matrix_view(Q->rows + j0 * d, nj, d).t());
+      qn_max = *std::max_element(Q->sqnorm + j0, Q->sqnorm + j0 + nj);
     }
   }
 
@@ -451,38 +530,51 @@ struct DistanceTile {
   };
 
   // Direct form: r^2 accumulated one coordinate per SIMD pass over j (GCC does not vectorise a j loop holding the
-  // coordinate loop).  GEMM form: turns dot row ii into squared distances in place; pairs closer than the form can
-  // resolve (r^2 < kRefineRatio eps (||p||^2 + ||q||^2), where BLAS rounding would dominate) are recomputed directly,
-  // so duplicate points get exactly 0 and the laplacian's sqrt never amplifies cancellation noise.
+  // coordinate loop).  GEMM form: turns dot row ii into squared distances in place.  Pairs the form cannot resolve
+  // are recomputed directly in fp64 from the caller's (uncentred) rows: those with r^2 < kRefineRatio eps
+  // (||p||^2 + ||q||^2), where BLAS rounding would dominate (duplicate points get exactly 0 and the laplacian's sqrt
+  // never amplifies cancellation noise), and, for the kernel ops, those `guard` selects.
   TLKIT_INLINE Row row(int64_t ii) {
     Row r{};
     if (GEMM) {
       T* g = dots + ii * nj;
       const T pn = P->sqnorm[i0 + ii];
       const T* qn = Q->sqnorm + j0;
-      const T tau = kRefineRatio * std::numeric_limits<T>::epsilon();
-      T margin = std::numeric_limits<T>::infinity();
-#pragma omp simd reduction(min : margin)
+      const RefineGuard<T>& rg = guard;
+      const T ratio = rg.ratio;
+      const int64_t self = diagonal ? ii : -1;  // the diagonal pair is exactly 0, never recomputed
+      T margin = std::numeric_limits<T>::infinity(), closest = margin, dot_max = 0;
+#pragma omp simd reduction(min : margin, closest) reduction(max : dot_max)
       for (int64_t j = 0; j < nj; ++j) {
-        const T raw = pn + qn[j] - T(2) * g[j];
+        const T norms = pn + qn[j];
+        const T dot = g[j];
+        const T raw = norms - T(2) * dot;
         const T v = raw > T(0) ? raw : T(0);
         g[j] = v;
-        const T gap = v - tau * (pn + qn[j]);
+        const bool other = j != self;
+        const T gap = other ? v - ratio * norms : std::numeric_limits<T>::infinity();
+        const T seen = other ? v : std::numeric_limits<T>::infinity();
         margin = gap < margin ? gap : margin;
+        closest = seen < closest ? seen : closest;
+        const T size = std::abs(dot);
+        dot_max = size > dot_max ? size : dot_max;
       }
       if (diagonal) g[ii] = 0;
-      if (margin < 0) {
+      if (record_refined) refined.clear();
+      if (margin < 0 || rg.may_select(dot_max, pn + qn_max, closest)) {
         const int64_t d = P->d;
-        const T* p = P->rows + (i0 + ii) * d;
+        const T* p = P->input + (i0 + ii) * d;
         for (int64_t j = 0; j < nj; ++j) {
-          if (g[j] >= tau * (pn + qn[j])) continue;
-          const T* q = Q->rows + (j0 + j) * d;
+          if (j == self || !rg.selects(g[j], pn + qn[j])) continue;
+          const T* q = Q->input + (j0 + j) * d;
           double exact = 0;
+#pragma omp simd reduction(+ : exact)
           for (int64_t c = 0; c < d; ++c) {
             const double diff = static_cast<double>(p[c]) - static_cast<double>(q[c]);
             exact += diff * diff;
           }
           g[j] = static_cast<T>(exact);
+          if (record_refined) refined.push_back(static_cast<int32_t>(j));
         }
       }
       r.r2 = g;
@@ -514,6 +606,20 @@ struct DistanceTile {
 
   static TLKIT_INLINE T r2_at(const Row& r, int64_t j) { return r.r2[j]; }
 };
+
+// A recomputed pair's phi (or weight), whose gradient term is added from direct differences.
+template <typename T>
+struct DirectTerm {
+  int32_t row, col;  // within the tile
+  T phi;
+};
+
+// acc[c] += w (p_c - q_c), the differences in fp64: a gradient term the expanded GEMM form would lose to rounding.
+template <typename T>
+TLKIT_INLINE void add_difference(double* acc, double w, const T* p, const T* q, int64_t d) {
+#pragma omp simd
+  for (int64_t c = 0; c < d; ++c) acc[c] += w * (static_cast<double>(p[c]) - static_cast<double>(q[c]));
+}
 
 // ---------------------------------------------------------------------------------------------------------------
 // The row-wise ops (nearest, kernel_matmul, kernel_pair_grad) hand the rows of x to the threads in blocks of
