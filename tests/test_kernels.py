@@ -8,6 +8,7 @@ import torch
 
 import tlkit as tl
 from tlkit.kernels import _library
+from tlkit.kernels.ops import kernel_matmul_multi_unchecked
 
 CPP_AVAILABLE = _library.CPP.loaded
 BACKENDS = ["torch"] + (["cpp"] if CPP_AVAILABLE else [])
@@ -391,14 +392,16 @@ def _brute_kernel(x, y, sigmas, kernel):
     return sum(terms) / len(sigmas)
 
 
-@pytest.mark.skipif(not CPP_AVAILABLE, reason="C++ extension unavailable")
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype, rtol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
 @pytest.mark.parametrize("kernel", ["gaussian", "laplacian"])
-@pytest.mark.parametrize("d", [40, 1024])
-def test_gemm_form_keeps_accuracy_far_from_the_common_mean(dtype, rtol, kernel, d):
+@pytest.mark.parametrize("d", [8, 40, 1024])
+def test_gemm_form_keeps_accuracy_far_from_the_common_mean(backend, dtype, rtol, kernel, d):
     """Two tight clusters 2 apart (half of y duplicates x): common-mean centring leaves norms ~ d while near pairs
     are 1e-3 apart, so ||p||^2 + ||q||^2 - 2 p.q cancels; the GEMM form recomputes the pairs it cannot resolve.
-    Before, kernel_matmul was 8e-11 off in float64 (7.1e-9 at narrower bandwidths) and the float32 gradient 0.1-2."""
+    Before, kernel_matmul was 8e-11 off in float64 (7.1e-9 at narrower bandwidths) and the float32 gradient 0.1-2
+    (C++); the torch backend's float32 kernel_matmul was up to 0.17 off. d = 8 takes direct distances, whose
+    gradient sums were expanded too (float32: 7e-6 off at d = 2)."""
     g = torch.Generator().manual_seed(1)
     x = torch.randn(40, d, generator=g, dtype=torch.float64) * 1e-3
     y = torch.randn(40, d, generator=g, dtype=torch.float64) * 1e-3 + 2.0
@@ -411,10 +414,15 @@ def test_gemm_form_keeps_accuracy_far_from_the_common_mean(dtype, rtol, kernel, 
     mmd = (_brute_kernel(xd, xd, sigmas, kernel).mean() + _brute_kernel(yd, yd, sigmas, kernel).mean()
            - 2 * _brute_kernel(xd, yd, sigmas, kernel).mean())
     mmd.backward()
-    out = tl.kernel_matmul(x, y, v.to(dtype), sigmas, kernel, backend="cpp").double()
+    out = tl.kernel_matmul(x, y, v.to(dtype), sigmas, kernel, backend=backend).double()
     torch.testing.assert_close(out, expected.detach(), rtol=rtol, atol=0)
+    each = kernel_matmul_multi_unchecked(x, y, v.to(dtype), sigmas, kernel, backend).double()
+    underflow = torch.finfo(dtype).tiny * float(v.sum())  # single terms below the normal range: no relative accuracy
+    for s, sigma in enumerate(sigmas):
+        exact = (_brute_kernel(xd, yd, [sigma], kernel) @ v).detach()
+        torch.testing.assert_close(each[s], exact, rtol=rtol, atol=underflow)
     xc, yc = x.clone().requires_grad_(), y.clone().requires_grad_()
-    value = tl.mmd2(xc, yc, sigmas, kernel, backend="cpp")
+    value = tl.mmd2(xc, yc, sigmas, kernel, backend=backend)
     value.backward()
     torch.testing.assert_close(value.double(), mmd.detach(), rtol=rtol, atol=0)
     for grad, exact in [(xc.grad, xd.grad), (yc.grad, yd.grad)]:

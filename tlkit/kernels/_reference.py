@@ -6,6 +6,9 @@ never materialises the full n×m matrix. Kernel ids: 0 = gaussian, 1 = laplacian
 """
 from __future__ import annotations
 
+import math
+from typing import NamedTuple
+
 import torch
 
 # Largest tile of pairwise values held at once (elements); 4M floats = 16 MB in fp32.
@@ -13,28 +16,109 @@ TILE_ELEMENTS = 1 << 22
 
 
 def row_chunks(n: int, m: int):
+    """Slices of rows whose tile against m columns fits in TILE_ELEMENTS."""
     rows = max(1, TILE_ELEMENTS // max(m, 1))
     for start in range(0, n, rows):
         yield slice(start, min(n, start + rows))
 
 
-# Up to this many features, distances are direct differences (exact zeros); above, the GEMM form.
-DIRECT_MAX_DIM = 32
+# From this many features on, the gaussian kernel's distances take the GEMM form ‖p‖² + ‖q‖² − 2 p·q (as the C++
+# ops do); below, and always for the laplacian (whose sqrt amplifies the form's absolute error near r = 0), they
+# are direct differences.
+GEMM_MIN_DIM = 24
+# Near pairs, r² below this many ulps of ‖p‖² + ‖q‖², are always recomputed: BLAS rounding dominates them.
+REFINE_RATIO = 4096
+# Relative accuracy each kernel value (and φ) keeps; GEMM-form pairs that could miss it are recomputed.
+GUARD_TOLERANCE = {torch.float32: 4e-6, torch.float64: 1e-13}
+# torch.exp(−t) is exactly 0 from t = 150 ln 2 (float32) / 1075 ln 2 (float64) on, subnormals included.
+EXP_CUTOFF = {torch.float32: 150 * math.log(2), torch.float64: 1075 * math.log(2)}
 
 
-def squared_distances(a: torch.Tensor, b: torch.Tensor, diagonal_at: int | None = None,
-                      exact: bool = False) -> torch.Tensor:
-    """‖a_i − b_j‖² for a tile. Callers centre the data first; ``diagonal_at`` = row offset of a tile of a
-    symmetric problem (a is a row block of b), whose diagonal is then exactly 0. ``exact`` forces direct
-    differences: the laplacian needs r = sqrt(r²), which turns the GEMM form's tiny absolute errors near
-    r = 0 into large ones."""
-    if exact or a.shape[1] <= DIRECT_MAX_DIM:
-        return torch.cdist(a, b, compute_mode="donot_use_mm_for_euclid_dist").square_()
-    r2 = ((a * a).sum(1, keepdim=True) + (b * b).sum(1) - 2.0 * (a @ b.T)).clamp_min_(0.0)
-    if diagonal_at is not None:
-        rows = torch.arange(a.shape[0], device=a.device)
-        r2[rows, rows + diagonal_at] = 0.0
-    return r2
+def squared_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """‖a_i − b_j‖² from direct differences: exact zeros for duplicate rows, no cancellation."""
+    return torch.cdist(a, b, compute_mode="donot_use_mm_for_euclid_dist").square_()
+
+
+class Guard(NamedTuple):
+    """Which GEMM-form pairs are recomputed from the caller's rows (the C++ ops' ``RefineGuard``, pairwise.h).
+
+    The form's error grows with the centred norms, not with r²: |r²_gemm − r²| ≲ err = u (2√d |p·q| + 2(‖p‖² +
+    ‖q‖²)), u the unit roundoff. A term exp(−rate_s r²) turns it into a relative error rate_s · err; a pair is
+    recomputed when ``rate`` · err > ``tol`` and the widest term (the smallest rate) is not 0 either way."""
+    rate: float         # the mean rate (kernel), Σ rate² / Σ rate (φ), or the largest (separate terms)
+    widest: float       # the smallest rate
+    near: float         # r² < near (‖p‖² + ‖q‖²) is recomputed in any case
+    dot_weight: float   # err = dot_weight |p·q| + norm_weight (‖p‖² + ‖q‖²)
+    norm_weight: float
+    tol: float
+    cutoff: float
+
+
+def kernel_guard(sigmas, dtype: torch.dtype, d: int, need_phi: bool = False, per_term: bool = False) -> Guard:
+    """The guard of a gaussian kernel op. ``need_phi``: the op sums φ (p − q) in the expanded form p Σφ − Σφ q,
+    whose error in one pair's term is about u √(2(‖p‖² + ‖q‖²) / r²) relative, so pairs with r² < 2u²/tol²
+    (‖p‖² + ‖q‖²) are recomputed and their gradient terms taken from direct differences."""
+    u, tol = torch.finfo(dtype).eps / 2, GUARD_TOLERANCE[dtype]
+    rates = [0.5 / s**2 for s in sigmas]
+    rate = max(rates) if per_term else sum(r * r for r in rates) / sum(rates) if need_phi else sum(rates) / len(rates)
+    near = REFINE_RATIO * 2 * u
+    if need_phi:
+        near = max(near, 2 * u * u / tol**2)
+    return Guard(rate, min(rates), near, 2 * math.sqrt(d) * u, 2 * u, tol, EXP_CUTOFF[dtype])
+
+
+def refine_mask(r2: torch.Tensor, norms: torch.Tensor, guard: Guard) -> torch.Tensor:
+    """Pairs of a GEMM-form tile (r², ‖p‖² + ‖q‖²) that ``guard`` selects for recomputation."""
+    err = guard.dot_weight * (0.5 * (norms - r2)).abs_() + guard.norm_weight * norms  # |p·q| = |norms − r²| / 2
+    loose = (guard.rate * err > guard.tol) & (guard.widest * (r2 - err) < guard.cutoff)
+    return loose | (r2 < guard.near * norms)
+
+
+def direct_sq_distances(a: torch.Tensor, b: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+    """‖a_i − b_j‖² for index pairs (i, j), in float64, in chunks of TILE_ELEMENTS values."""
+    out = torch.empty(len(i), dtype=torch.float64, device=a.device)
+    step = max(1, TILE_ELEMENTS // a.shape[1])
+    for s in range(0, len(i), step):
+        out[s:s + step] = (a[i[s:s + step]].double() - b[j[s:s + step]].double()).square_().sum(1)
+    return out
+
+
+class PairTiles:
+    """Row tiles of the squared distances between a and b, as the kernel ops read them.
+
+    ``guard`` given (gaussian, d ≥ GEMM_MIN_DIM): the GEMM form on the clouds centred on their common mean, with
+    the pairs ``refine_mask`` selects recomputed directly in float64 from the caller's rows; ``tile`` returns them
+    as (i, j) too. Otherwise direct differences. A symmetric problem (a is b) gets exact zeros on its diagonal."""
+
+    def __init__(self, a: torch.Tensor, b: torch.Tensor, guard: Guard | None):
+        self.a, self.b, self.guard, self.symmetric = a, b, guard, a is b
+        self.gemm = guard is not None
+        centre = torch.cat([a, b]).mean(0)
+        self.ac, self.bc = a - centre, b - centre  # centred rows: the expanded forms lose less to cancellation
+        if self.gemm:
+            self.an, self.bn = (self.ac * self.ac).sum(1), (self.bc * self.bc).sum(1)
+
+    def tile(self, rows: slice):
+        """(r², (i, j)): the tile's squared distances and its recomputed pairs (local row, column)."""
+        none = torch.empty(0, dtype=torch.long, device=self.a.device)
+        if not self.gemm:
+            return squared_distances(self.a[rows], self.b), (none, none)
+        norms = self.an[rows, None] + self.bn
+        r2 = (norms - 2.0 * (self.ac[rows] @ self.bc.T)).clamp_min_(0.0)
+        mask = refine_mask(r2, norms, self.guard)
+        if self.symmetric:
+            local = torch.arange(r2.shape[0], device=r2.device)
+            r2[local, local + rows.start] = 0.0
+            mask[local, local + rows.start] = False
+        i, j = mask.nonzero(as_tuple=True)
+        r2[i, j] = direct_sq_distances(self.a, self.b, i + rows.start, j).to(r2.dtype)
+        return r2, (i, j)
+
+
+def _gemm_guard(x, kernel: int, sigmas, need_phi: bool = False, per_term: bool = False):
+    if kernel != 0 or x.shape[1] < GEMM_MIN_DIM:
+        return None
+    return kernel_guard(sigmas, x.dtype, x.shape[1], need_phi, per_term)
 
 
 def kernel_and_phi(r2: torch.Tensor, sigmas, kernel: int, need_phi: bool):
@@ -51,56 +135,69 @@ def kernel_and_phi(r2: torch.Tensor, sigmas, kernel: int, need_phi: bool):
     return k * scale, (phi * scale if need_phi else None)
 
 
-def _centred(*tensors):
-    centre = torch.cat([t for t in tensors]).mean(0)
-    return [t - centre for t in tensors]
-
-
 def nearest(x: torch.Tensor, y: torch.Tensor):
     """(dist, index): Euclidean distance from each x_i to its nearest y_j, and j (ties → smallest j)."""
-    xc, yc = _centred(x, y)
     index = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
     for rows in row_chunks(x.shape[0], y.shape[0]):
-        index[rows] = squared_distances(xc[rows], yc, exact=True).argmin(1)
+        index[rows] = squared_distances(x[rows], y).argmin(1)
     dist = (x - y[index]).norm(dim=1)  # exact distance of the winner
     return dist, index
 
 
 def kernel_matmul(x, y, v, sigmas, kernel: int):
     """out_i = Σ_j k(x_i, y_j) v_j, shape (n, k)."""
-    xc, yc = _centred(x, y)
+    tiles = PairTiles(x, y, _gemm_guard(x, kernel, sigmas))
     out = torch.empty(x.shape[0], v.shape[1], dtype=x.dtype, device=x.device)
     for rows in row_chunks(x.shape[0], y.shape[0]):
-        r2 = squared_distances(xc[rows], yc, rows.start if x is y else None, exact=kernel == 1)
-        k, _ = kernel_and_phi(r2, sigmas, kernel, need_phi=False)
-        out[rows] = k @ v
+        r2, _ = tiles.tile(rows)
+        out[rows] = kernel_and_phi(r2, sigmas, kernel, need_phi=False)[0] @ v
     return out
 
 
 def kernel_matmul_multi(x, y, v, sigmas, kernel: int):
     """out[s] = K_s(x, y) v for every bandwidth s separately (no mean), shape (S, n, k)."""
-    xc, yc = _centred(x, y)
+    tiles = PairTiles(x, y, _gemm_guard(x, kernel, sigmas, per_term=True))
     out = torch.empty(len(sigmas), x.shape[0], v.shape[1], dtype=x.dtype, device=x.device)
     for rows in row_chunks(x.shape[0], y.shape[0]):
-        r2 = squared_distances(xc[rows], yc, rows.start if x is y else None, exact=kernel == 1)
+        r2, _ = tiles.tile(rows)
         for s, sigma in enumerate(sigmas):
-            k, _ = kernel_and_phi(r2, [sigma], kernel, need_phi=False)
-            out[s, rows] = k @ v
+            out[s, rows] = kernel_and_phi(r2, [sigma], kernel, need_phi=False)[0] @ v
     return out
 
 
 def kernel_pair_grad(a, b, A, B, sigmas, kernel: int):
-    """out_i = Σ_j (A_i · B_j) φ(a_i, b_j) (a_i − b_j), shape (n, d)."""
-    ac, bc = _centred(a, b)
+    """out_i = Σ_j (A_i · B_j) φ(a_i, b_j) (a_i − b_j), shape (n, d).
+
+    Below GEMM_MIN_DIM features: the sum of direct differences, d values per pair (in sub-tiles). From it on: the
+    expanded sum (Σ_j w_ij) p_i − Σ_j w_ij q_j on the centred rows p, q, except for the pairs whose terms it would
+    lose to cancellation (``kernel_guard``'s φ rule): those are added in float64 from direct differences of the
+    caller's rows."""
+    expanded = a.shape[1] >= GEMM_MIN_DIM
+    tiles = PairTiles(a, b, _gemm_guard(a, kernel, sigmas, need_phi=True))
+    near = kernel_guard(sigmas, a.dtype, a.shape[1], need_phi=True).near
     out = torch.empty_like(a)
     for rows in row_chunks(a.shape[0], b.shape[0]):
-        r2 = squared_distances(ac[rows], bc, rows.start if a is b else None, exact=kernel == 1)
-        _, phi = kernel_and_phi(r2, sigmas, kernel, need_phi=True)
-        coeff = (A[rows] @ B.T) * phi
-        if a is b:  # a_i − a_i = 0 exactly; dropping it avoids cancellation in the expanded form below
-            local = torch.arange(coeff.shape[0], device=a.device)
-            coeff[local, local + rows.start] = 0.0
-        out[rows] = coeff.sum(1, keepdim=True) * ac[rows] - coeff @ bc
+        r2, (i, j) = tiles.tile(rows)
+        weight = (A[rows] @ B.T) * kernel_and_phi(r2, sigmas, kernel, need_phi=True)[1]
+        if tiles.symmetric:  # a_i − a_i = 0 exactly: keep the diagonal out of the expanded sum
+            local = torch.arange(weight.shape[0], device=a.device)
+            weight[local, local + rows.start] = 0.0
+        if not expanded:
+            for sub in row_chunks(weight.shape[0], b.shape[0] * a.shape[1]):
+                diff = a[rows][sub, None, :] - b[None]
+                out[rows][sub] = (weight[sub, :, None] * diff).sum(1)
+            continue
+        if not tiles.gemm:  # direct distances (the laplacian): the expanded sum's near pairs
+            norms = tiles.ac[rows].square().sum(1, keepdim=True) + tiles.bc.square().sum(1)
+            i, j = (r2 < near * norms).nonzero(as_tuple=True)
+        direct = weight[i, j].double()
+        weight[i, j] = 0.0
+        acc = (weight.sum(1, keepdim=True) * tiles.ac[rows] - weight @ tiles.bc).double()
+        step = max(1, TILE_ELEMENTS // a.shape[1])
+        for s in range(0, len(i), step):
+            ii, jj = i[s:s + step], j[s:s + step]
+            acc.index_add_(0, ii, direct[s:s + step, None] * (a[ii + rows.start].double() - b[jj].double()))
+        out[rows] = acc.to(a.dtype)
     return out
 
 
