@@ -258,8 +258,9 @@ class KMM(BaseEstimator):
     $10^{-6}$ relative of the exact QP optimum on every tested problem up to n_s = 2,000 (tests/test_kmm.py, against
     cvxopt); the weights are far less determined than the objective (many weight vectors come within $10^{-6}$ of
     it). Measured on 2 idle cores (``make bench``, benchmarks/bench_kmm.py): n_s = n_t = 20,000, d = 5 converges
-    in 2.0 s (60 rounds), 100,000 in 28 s (101 rounds). ``max_iter`` caps the rounds (one kernel product each); when it, or the active-set
-    step limit inside one round, stops the solver, ``converged_`` is False and a
+    in 60 rounds, 2.0 s on one machine and 7.8 s on a slower one; 100,000 in 101 rounds, 28 s and 99 s.
+    ``max_iter`` caps the rounds (one kernel product each); when it, or the active-set step limit inside one round,
+    stops the solver, ``converged_`` is False and a
     :class:`sklearn.exceptions.ConvergenceWarning` names the limit. ``warm_start=True`` starts the next ``fit``
     on a source sample of the same size from the current ``weights_`` (their support is the first working set).
 
