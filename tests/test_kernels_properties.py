@@ -1,5 +1,6 @@
-"""Property-based tests (hypothesis): each backend matches a float64 brute force on random inputs; bad inputs always raise a named error;
-the compiled ops pass torch.library's opcheck; the public ops and deep losses compile with fullgraph=True."""
+"""Property-based tests (hypothesis): each backend matches a float64 brute force on random inputs; bad inputs
+always raise a named error; the compiled ops pass torch.library's opcheck; the public ops and deep losses compile
+with fullgraph=True."""
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings

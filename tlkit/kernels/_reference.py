@@ -74,12 +74,18 @@ def refine_mask(r2: torch.Tensor, norms: torch.Tensor, guard: Guard) -> torch.Te
     return loose | (r2 < guard.near * norms)
 
 
+def pair_chunks(count: int, d: int):
+    """Slices of a list of index pairs whose d-dimensional differences fit in TILE_ELEMENTS values."""
+    step = max(1, TILE_ELEMENTS // d)
+    for start in range(0, count, step):
+        yield slice(start, min(count, start + step))
+
+
 def direct_sq_distances(a: torch.Tensor, b: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
-    """‖a_i − b_j‖² for index pairs (i, j), in float64, in chunks of TILE_ELEMENTS values."""
+    """‖a_i − b_j‖² for index pairs (i, j), in float64."""
     out = torch.empty(len(i), dtype=torch.float64, device=a.device)
-    step = max(1, TILE_ELEMENTS // a.shape[1])
-    for s in range(0, len(i), step):
-        out[s:s + step] = (a[i[s:s + step]].double() - b[j[s:s + step]].double()).square_().sum(1)
+    for c in pair_chunks(len(i), a.shape[1]):
+        out[c] = (a[i[c]].double() - b[j[c]].double()).square_().sum(1)
     return out
 
 
@@ -95,8 +101,7 @@ class PairTiles:
         self.gemm = guard is not None
         centre = torch.cat([a, b]).mean(0)
         self.ac, self.bc = a - centre, b - centre  # centred rows: the expanded forms lose less to cancellation
-        if self.gemm:
-            self.an, self.bn = (self.ac * self.ac).sum(1), (self.bc * self.bc).sum(1)
+        self.an, self.bn = (self.ac * self.ac).sum(1), (self.bc * self.bc).sum(1)
 
     def tile(self, rows: slice):
         """(r², (i, j)): the tile's squared distances and its recomputed pairs (local row, column)."""
@@ -188,15 +193,12 @@ def kernel_pair_grad(a, b, A, B, sigmas, kernel: int):
                 out[rows][sub] = (weight[sub, :, None] * diff).sum(1)
             continue
         if not tiles.gemm:  # direct distances (the laplacian): the expanded sum's near pairs
-            norms = tiles.ac[rows].square().sum(1, keepdim=True) + tiles.bc.square().sum(1)
-            i, j = (r2 < near * norms).nonzero(as_tuple=True)
+            i, j = (r2 < near * (tiles.an[rows, None] + tiles.bn)).nonzero(as_tuple=True)
         direct = weight[i, j].double()
         weight[i, j] = 0.0
         acc = (weight.sum(1, keepdim=True) * tiles.ac[rows] - weight @ tiles.bc).double()
-        step = max(1, TILE_ELEMENTS // a.shape[1])
-        for s in range(0, len(i), step):
-            ii, jj = i[s:s + step], j[s:s + step]
-            acc.index_add_(0, ii, direct[s:s + step, None] * (a[ii + rows.start].double() - b[jj].double()))
+        for c in pair_chunks(len(i), a.shape[1]):
+            acc.index_add_(0, i[c], direct[c, None] * (a[i[c] + rows.start].double() - b[j[c]].double()))
         out[rows] = acc.to(a.dtype)
     return out
 
