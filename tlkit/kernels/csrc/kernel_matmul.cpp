@@ -42,8 +42,12 @@ Tensor kernel_matmul_impl(const Tensor& x, const Tensor& y, const Tensor& v, con
         for (int64_t ii = 0; ii < ni; ++ii) {
           const auto r = dt.row(ii);
           T* kr = kvals + (blas_contract ? ii * nj : 0);
-          eval_row<T, KIND, false>(kp, nj, [&](int64_t j) { return DistanceTile<T, GEMM>::r2_at(r, j); }, tbuf, kr,
-                                   nullptr, cbuf);
+          const auto r2_at = [&](int64_t j) { return DistanceTile<T, GEMM>::r2_at(r, j); };
+          if (k == 1) {  // a kernel sum: the weighted sum in the kernel's loop
+            acc[ii] += eval_row<T, KIND, false, true>(kp, nj, r2_at, tbuf, kr, nullptr, cbuf, v_cols + j0);
+            continue;
+          }
+          eval_row<T, KIND, false>(kp, nj, r2_at, tbuf, kr, nullptr, cbuf);
           if (!blas_contract) {
             for (int64_t c = 0; c < k; ++c) {
               const T* vj = v_cols + c * m + j0;

@@ -108,16 +108,13 @@ std::tuple<Tensor, Tensor, Tensor> mmd2_terms_impl(const Tensor& x, const Tensor
         const auto r = dt.row(ii);
         const T wi = wP[i0 + ii];
         const auto r2_at = [&](int64_t j) { return DistanceTile<T, GEMM>::r2_at(r, j); };
-        T s = 0;
         if (!GRAD) {
-          eval_row<T, KIND, false>(kp, nj, r2_at, tbuf, kbuf, nullptr, cbuf);
-#pragma omp simd reduction(+ : s)
-          for (int64_t j = 0; j < nj; ++j) s += wq[j] * kbuf[j];
-          tile_sum += static_cast<double>(wi) * s;
+          tile_sum += static_cast<double>(wi) * eval_row<T, KIND, false, true>(kp, nj, r2_at, tbuf, kbuf, nullptr,
+                                                                               cbuf, wq);
           continue;
         }
         T* phi_row = GEMM ? dt.dots + ii * nj : phi_buf;  // GEMM: phi overwrites the consumed r^2 row
-        eval_row<T, KIND, true>(kp, nj, r2_at, tbuf, kbuf, phi_row, cbuf);
+        const T s = eval_row<T, KIND, true, true>(kp, nj, r2_at, tbuf, kbuf, phi_row, cbuf, wq);
         if (diagonal) phi_row[ii] = T(0);  // a_i - a_i = 0 exactly; the expanded GEMM form would leave rounding
         if (GEMM) {
           for (const int32_t j : dt.refined) {
@@ -126,9 +123,8 @@ std::tuple<Tensor, Tensor, Tensor> mmd2_terms_impl(const Tensor& x, const Tensor
           }
         }
         T wsum = 0;
-#pragma omp simd reduction(+ : s, wsum)
+#pragma omp simd reduction(+ : wsum)
         for (int64_t j = 0; j < nj; ++j) {
-          s += wq[j] * kbuf[j];
           if (GEMM) {
             wsum += wq[j] * phi_row[j];
           } else {

@@ -130,14 +130,14 @@ struct KernelParams {
 };
 
 // Patterns whose terms are all computed in one pass over a tile row, each pair's terms in registers (no per-term
-// load/store of the row's sums): 2..8 bandwidths that all take an exp, and DAN's ladder sigma_0 2^k, k = -2..2
-// (rate ratio 4: squarings {0,2,2,2,0} in fp32, where a chain stops at 6 squarings; {0,2,2,2,2} in fp64).
+// load/store of the row's sums): one bandwidth, 2..8 bandwidths that all take an exp, and DAN's ladder
+// sigma_0 2^k, k = -2..2 (rate ratio 4: squarings {0,2,2,2,0} in fp32, where a chain stops at 6 squarings;
+// {0,2,2,2,2} in fp64).
 constexpr int kFusedLadder32 = 9;
 constexpr int kFusedLadder64 = 10;
 
 template <typename T>
 int fused_pattern(const KernelParams<T>& kp) {
-  if (kp.count < 2) return 0;
   if (kp.exps == kp.count && kp.count <= 8) return kp.count;
   if (kp.count != 5) return 0;
   const bool tail_exp = kp.squarings[4] == 0;
@@ -220,16 +220,18 @@ TLKIT_INLINE void ladder_dispatch(int p, T rate, int64_t nj, const T* t, T* cur,
 
 // eval_row for a fused pattern: N terms, term s an exp when bit s of EXPS is set, else the previous term squared
 // twice (DAN's rate ratio 4).  With N and EXPS known at compile time the term loop unrolls and the j loop is one
-// SIMD loop, every term in registers.
-template <typename T, int KIND, bool PHI, int N, unsigned EXPS, typename R2>
-TLKIT_INLINE void eval_row_fused(const KernelParams<T>& kp, int64_t nj, R2 r2_at, T* kv, T* ph) {
+// SIMD loop, every term in registers.  SUM: returns sum_j w_j k(r_j) instead of storing kv (the weighted sum in the
+// same loop, no pass over a stored row).
+template <typename T, int KIND, bool PHI, bool SUM, int N, unsigned EXPS, typename R2>
+TLKIT_INLINE T eval_row_fused(const KernelParams<T>& kp, int64_t nj, R2 r2_at, T* kv, T* ph, const T* w) {
   T rate[N], weight[N];
   for (int s = 0; s < N; ++s) {
     rate[s] = kp.rate[s];
     weight[s] = kp.phi_weight[s];
   }
   const T inv_count = kp.inv_count;
-#pragma omp simd
+  T total = 0;
+#pragma omp simd reduction(+ : total)
   for (int64_t j = 0; j < nj; ++j) {
     const T r2 = r2_at(j);
     const T tj = KIND == 0 ? r2 : std::sqrt(r2);
@@ -245,36 +247,48 @@ TLKIT_INLINE void eval_row_fused(const KernelParams<T>& kp, int64_t nj, R2 r2_at
       sum += e;
       if (PHI) phi += weight[s] * e;
     }
-    kv[j] = sum * inv_count;
+    if (SUM) {
+      total += w[j] * sum;
+    } else {
+      kv[j] = sum * inv_count;
+    }
     if (PHI) ph[j] = phi * (KIND == 0 ? inv_count : (tj > T(0) ? inv_count / tj : T(0)));  // as eval_row rounds
   }
+  return total * inv_count;
 }
 
-template <typename T, int KIND, bool PHI, typename R2>
-TLKIT_INLINE bool eval_row_fused_dispatch(const KernelParams<T>& kp, int64_t nj, R2 r2_at, T* kv, T* ph) {
+template <typename T, int KIND, bool PHI, bool SUM, typename R2>
+TLKIT_INLINE bool eval_row_fused_dispatch(const KernelParams<T>& kp, int64_t nj, R2 r2_at, T* kv, T* ph,
+                                          const T* w, T& total) {
   switch (kp.fused) {
-    case 2: eval_row_fused<T, KIND, PHI, 2, 0b11u>(kp, nj, r2_at, kv, ph); return true;
-    case 3: eval_row_fused<T, KIND, PHI, 3, 0b111u>(kp, nj, r2_at, kv, ph); return true;
-    case 4: eval_row_fused<T, KIND, PHI, 4, 0b1111u>(kp, nj, r2_at, kv, ph); return true;
-    case 5: eval_row_fused<T, KIND, PHI, 5, 0b11111u>(kp, nj, r2_at, kv, ph); return true;
-    case 6: eval_row_fused<T, KIND, PHI, 6, 0b111111u>(kp, nj, r2_at, kv, ph); return true;
-    case 7: eval_row_fused<T, KIND, PHI, 7, 0b1111111u>(kp, nj, r2_at, kv, ph); return true;
-    case 8: eval_row_fused<T, KIND, PHI, 8, 0b11111111u>(kp, nj, r2_at, kv, ph); return true;
-    case kFusedLadder32: eval_row_fused<T, KIND, PHI, 5, 0b01001u>(kp, nj, r2_at, kv, ph); return true;
-    case kFusedLadder64: eval_row_fused<T, KIND, PHI, 5, 0b00001u>(kp, nj, r2_at, kv, ph); return true;
+#define TLKIT_FUSED_CASE(pattern, N, EXPS) \
+  case pattern: total = eval_row_fused<T, KIND, PHI, SUM, N, EXPS>(kp, nj, r2_at, kv, ph, w); return true;
+    TLKIT_FUSED_CASE(1, 1, 0b1u)
+    TLKIT_FUSED_CASE(2, 2, 0b11u)
+    TLKIT_FUSED_CASE(3, 3, 0b111u)
+    TLKIT_FUSED_CASE(4, 4, 0b1111u)
+    TLKIT_FUSED_CASE(5, 5, 0b11111u)
+    TLKIT_FUSED_CASE(6, 6, 0b111111u)
+    TLKIT_FUSED_CASE(7, 7, 0b1111111u)
+    TLKIT_FUSED_CASE(8, 8, 0b11111111u)
+    TLKIT_FUSED_CASE(kFusedLadder32, 5, 0b01001u)
+    TLKIT_FUSED_CASE(kFusedLadder64, 5, 0b00001u)
+#undef TLKIT_FUSED_CASE
     default: return false;
   }
 }
 
-// One tile row: kv[j] = k(r_j) and, if PHI, ph[j] = phi(r_j), from r2_at(j) = r_j^2.  Each bandwidth is one simple
-// SIMD loop over j (GCC does not vectorise a j loop that holds a runtime-length bandwidth loop); t holds r^2 or r.
-// `cur` (nj) holds the last term for the ladder's squarings; it may alias nothing else.
-template <typename T, int KIND, bool PHI, typename R2>
-TLKIT_INLINE void eval_row(const KernelParams<T>& kp, int64_t nj, R2 r2_at, T* t, T* kv,
-                           T* ph, T* cur) {
-  if (eval_row_fused_dispatch<T, KIND, PHI>(kp, nj, r2_at, kv, ph)) return;
+// One tile row: kv[j] = k(r_j) and, if PHI, ph[j] = phi(r_j), from r2_at(j) = r_j^2; SUM: returns sum_j w_j k(r_j)
+// (kv then is scratch).  A pattern outside fused_pattern takes one simple SIMD loop per bandwidth over j (GCC does
+// not vectorise a j loop that holds a runtime-length bandwidth loop); t holds r^2 or r, `cur` (nj) the last term
+// for the ladder's squarings; neither may alias anything else.
+template <typename T, int KIND, bool PHI, bool SUM = false, typename R2>
+TLKIT_INLINE T eval_row(const KernelParams<T>& kp, int64_t nj, R2 r2_at, T* t, T* kv, T* ph, T* cur,
+                        const T* w = nullptr) {
+  T total = 0;
+  if (eval_row_fused_dispatch<T, KIND, PHI, SUM>(kp, nj, r2_at, kv, ph, w, total)) return total;
   const T rate0 = kp.rate[0], weight0 = kp.phi_weight[0];
-  const bool chained = kp.count > 1 && kp.squarings[1] > 0;
+  const bool chained = kp.squarings[1] > 0;  // unfused patterns have >= 2 terms
 #pragma omp simd
   for (int64_t j = 0; j < nj; ++j) {
     const T r2 = r2_at(j);
@@ -304,17 +318,22 @@ TLKIT_INLINE void eval_row(const KernelParams<T>& kp, int64_t nj, R2 r2_at, T* t
     });
   }
   const T inv_count = kp.inv_count;
-  if (kp.count > 1) {
+  if (SUM) {
+#pragma omp simd reduction(+ : total)
+    for (int64_t j = 0; j < nj; ++j) total += w[j] * kv[j];
+    total *= inv_count;
+  } else {
 #pragma omp simd
     for (int64_t j = 0; j < nj; ++j) kv[j] *= inv_count;
   }
-  if (PHI && (kp.count > 1 || KIND == 1)) {
+  if (PHI) {
 #pragma omp simd
     for (int64_t j = 0; j < nj; ++j) {
       const T scale = KIND == 0 ? inv_count : (t[j] > T(0) ? inv_count / t[j] : T(0));
       ph[j] *= scale;
     }
   }
+  return total;
 }
 
 // Every term of a tile row separately: kv[s * ldk + j] = k_s(r_j) for the caller's sigma s (kp.slot), no averaging.
