@@ -269,9 +269,6 @@ def mmd2(x, y, sigma=None, kernel: str = "gaussian", estimator: str = "biased",
     estimator only). The biased estimator is ≥ 0; the unbiased one drops the diagonal and can be negative
     when P = Q; the linear one costs O(n) and has higher variance. ``sigma=None`` uses
     :func:`median_bandwidth`; a sequence of bandwidths averages the kernels (multi-kernel MMD, as in DAN).
-    Every pair's distance serves all bandwidths; each costs an exp per pair except on a power-of-two ladder
-    (:func:`kernel_matmul_multi`), where DAN's five $\sigma_0 2^{k}$ take two exps in float32 (measured on the
-    C++ backend, ``make bench``: 1.7–1.9× one bandwidth at d = 2, 1.1–1.3× at d = 64).
 
     Shapes: ``x`` (n, d), ``y`` (m, d), n ≠ m allowed → a 0-dim tensor (``np.float64`` for numpy input). Differentiable in ``x``, ``y`` and the
     weights, with the backward computed inside the fused forward pass (no n×m temporaries).
