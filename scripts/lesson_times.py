@@ -30,8 +30,9 @@ def run_lesson(path: Path, timeout: float) -> tuple[float, str]:
     try:
         client.execute()
         error = ""
-    except Exception as exc:  # a failing cell: report it and go on to the next lesson
-        error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
+    except Exception as exc:  # a failing cell: report its error (nbclient's ename, evalue) and go on
+        name, value = getattr(exc, "ename", type(exc).__name__), str(getattr(exc, "evalue", exc)).strip()
+        error = f"{name}: {value.splitlines()[-1] if value else ''}"
     return time.perf_counter() - start, error
 
 
