@@ -47,6 +47,8 @@ test-lessons: build
 	$(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider lessons/[0-9][0-9]_*.ipynb -q
 
 bench: build
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -r requirements/bench.txt \
+	  || echo "pykeops could not be installed here: bench_kernels.py skips its column"
 	$(BIN)/python benchmarks/run_all.py
 
 # tlkit's shallow methods on the vendored real benchmarks beside the published tables (add REPRODUCE_ARGS=--coral-5000

@@ -9,7 +9,7 @@ MMD² forward + backward at n = m = 200,000, d = 16.  Columns: tlkit (backend="c
 mean with the n x m matrices in memory, autograd for the backward); chunked torch (row blocks of at most 2^22 kernel
 entries: squared distances by cdist below d = 25, else by the norm expansion with y's norms computed once; exp; a
 hand-written blockwise gradient accumulated in place; never more than one block of the kernel matrix in memory);
-pykeops on the CPU when importable (`pip install pykeops==2.3`; it compiles its kernels with the system C++
+pykeops on the CPU when importable (`make bench` installs requirements/bench.txt; it compiles its kernels with the system C++
 compiler on first use; if that fails the column is skipped with the error).  Time: median wall time of up to --repeats runs after a warm-up (a single run
 once a call takes > 3 s; a call over 10 s is timed on the warm-up call itself).
 Memory: peak resident-set growth during the warm-up call (freed heap first returned to the OS with malloc_trim),
@@ -19,7 +19,8 @@ skipped, with the bytes it would need, where its matrices (12 n² bytes forward,
 
 Issue-16 sections (also alone with --only-new):
   * physical floors measured here: fp32 GEMM rate (torch.mm, 2048^2, the set threads) and vectorised exp rate
-    (torch.exp on one thread over a cached 2^16-float block, times the threads); every row gets floor = pairs * (exps/pair / exp rate + flops/pair / GEMM rate) and the
+    (the faster of torch.exp and tlkit's own exp2, benchmarks/exp_rate.cpp, on one thread over a cached 2^16-float
+    block, times the threads); every row gets floor = pairs * (exps/pair / exp rate + flops/pair / GEMM rate) and the
     ratio time/floor.  Pairs: MMD² 2n² (one symmetric pass over z = [x; y], upper tiles: N²/2), kernel sum / nearest
     n·m; flops/pair 2d (distance) forward, 6d with the gradient (distance plus row and column contractions).
   * multi-bandwidth: tl.mmd2 with 5 bandwidths on DAN's ladder sigma_0 2^k (k = -2..2), and 5 off-ladder bandwidths,
@@ -35,8 +36,11 @@ import ctypes
 import json
 import os
 import statistics
+import subprocess
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -239,27 +243,60 @@ def task_functions(task, sigma, LazyTensor):
 
 # ------------------------------------------------------------------------------------------ physical floors
 def measure_floors(threads):
-    """(fp32 GEMM flop/s, vectorised exp/s) measured on this machine (best of 5 each).
+    """Physical floors measured on this machine (best of 5 each): fp32 GEMM flop/s and the exp rates.
 
-    GEMM: torch.mm of 2048 x 2048 fp32 matrices with `threads` threads.  exp: torch.exp on one thread over a 2^16-float
-    block (cache-resident), 256 times per measurement, times `threads` (perfect scaling: a floor, not a forecast).
-    A 2^24-float array would measure memory bandwidth; small blocks on 2 threads of a shared machine measure the
-    thread pool's wake-ups."""
+    GEMM: torch.mm of 2048 x 2048 fp32 matrices with `threads` threads.  exp: one thread over a 2^16-float block
+    (cache-resident), 256 times per measurement, times `threads` (perfect scaling: a floor, not a forecast), for two
+    exps: torch.exp (MKL's vector math where torch uses it) and tlkit's own exp2 (csrc/exp2.h, compiled here with the
+    extension's flags and summed as the kernels sum it).  The floor takes the faster: a kernel row cannot beat the
+    exp it runs.  A 2^24-float array would measure memory bandwidth; small blocks on 2 threads of a shared machine
+    measure the thread pool's wake-ups.  Returns {"gemm_flops", "exp_per_s", "torch_exp_per_s", "tlkit_exp_per_s",
+    "exp_source", "tlkit_exp_error"}."""
     torch.set_num_threads(threads)
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
     out = torch.empty(2048, 2048)
     gemm = min(measure_once(lambda: torch.mm(a, b, out=out)) for _ in range(5))
     torch.set_num_threads(1)
-    v = torch.rand(1 << 16) * -20
+    block, repeats = 1 << 16, 256
+    v = torch.rand(block) * -20
     w = torch.empty_like(v)
 
-    def exps():
-        for _ in range(256):
+    def torch_exps():
+        for _ in range(repeats):
             torch.exp(v, out=w)
 
-    expo = min(measure_once(exps) for _ in range(5))
+    torch_rate = threads * block * repeats / min(measure_once(torch_exps) for _ in range(5))
     torch.set_num_threads(threads)
-    return 2 * 2048**3 / gemm, threads * (1 << 16) * 256 / expo
+    floors = {"gemm_flops": 2 * 2048**3 / gemm, "torch_exp_per_s": torch_rate, "tlkit_exp_per_s": None,
+              "tlkit_exp_error": None}
+    try:
+        sums = tlkit_exp_sums()
+        t = (v / 20).numpy()  # r^2-like values in [-1, 0]; rate 20 log2(e) gives exp(-20 t)-like arguments
+        pointer = t.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+        rate = ctypes.c_float(20 / np.log(2))
+        seconds = min(measure_once(lambda: sums(pointer, block, rate, repeats)) for _ in range(5))
+        floors["tlkit_exp_per_s"] = threads * block * repeats / seconds
+    except (OSError, subprocess.CalledProcessError) as exc:
+        floors["tlkit_exp_error"] = f"{type(exc).__name__}: {exc}"[:300]
+    fastest = max(("torch", torch_rate), ("tlkit", floors["tlkit_exp_per_s"] or 0.0), key=lambda item: item[1])
+    floors["exp_source"], floors["exp_per_s"] = fastest
+    return floors
+
+
+def tlkit_exp_sums():
+    """tlkit's exp2 summed over a block (benchmarks/exp_rate.cpp), compiled with the extension's C++ flags."""
+    from tlkit.kernels import _build
+
+    compiler = os.environ.get("CXX", "c++")
+    library = Path(tempfile.mkdtemp(prefix="tlkit-exp-rate-")) / "exp_rate.so"
+    flags = [f for f in _build.FLAGS["cpp"]["extra_cflags"] if f != "-fopenmp"] + ["-fopenmp-simd"]
+    subprocess.run([compiler, "-std=c++20", *flags, "-shared", "-fPIC", f"-I{_build.CSRC}",
+                    str(Path(__file__).with_name("exp_rate.cpp")), "-o", str(library)],
+                   check=True, capture_output=True, text=True)
+    sums = ctypes.CDLL(str(library)).tlkit_exp2_sums
+    sums.restype = ctypes.c_double
+    sums.argtypes = [ctypes.POINTER(ctypes.c_float), ctypes.c_long, ctypes.c_float, ctypes.c_int]
+    return sums
 
 
 def measure_once(fn):
@@ -269,8 +306,7 @@ def measure_once(fn):
 
 
 def floor_seconds(floors, pairs, exps, flops):
-    gemm_rate, exp_rate = floors
-    return pairs * (exps / exp_rate + flops / gemm_rate)
+    return pairs * (exps / floors["exp_per_s"] + flops / floors["gemm_flops"])
 
 
 def row_floor(task, n, d, floors):
@@ -417,8 +453,11 @@ def main():
     tiny = torch.zeros(2, 1)
     tl.mmd2(tiny, tiny, sigma=1.0, backend="cpp")  # builds/loads the extension outside the measurements
     floors = measure_floors(args.threads)
-    print(f"physical floors measured here: fp32 GEMM {floors[0] / 1e9:.1f} GFLOP/s (torch.mm 2048^2), "
-          f"vectorised exp {floors[1] / 1e9:.2f} G/s (torch.exp, 1 thread x threads)")
+    tlkit_exp = (f"{floors['tlkit_exp_per_s'] / 1e9:.2f} G/s" if floors["tlkit_exp_per_s"]
+                 else f"not measured ({floors['tlkit_exp_error']})")
+    print(f"physical floors measured here: fp32 GEMM {floors['gemm_flops'] / 1e9:.1f} GFLOP/s (torch.mm 2048^2); "
+          f"vectorised exp, 1 thread x threads: torch.exp {floors['torch_exp_per_s'] / 1e9:.2f} G/s, tlkit's exp2 "
+          f"{tlkit_exp}; the floors use {floors['exp_source']}'s")
     new_rows = new_sections(args, floors, LazyTensor, keops_error)
     torch.set_num_threads(args.threads)
     if args.only_new:
@@ -471,7 +510,7 @@ def main():
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"threads": args.threads, "rows": results, "scale": scale, "issue16_rows": new_rows,
-                       "floors": {"gemm_flops": floors[0], "exp_per_s": floors[1]},
+                       "floors": floors,
                        "load_average": os.getloadavg()[0],
                        "memory": "peak RSS growth sampled every 1 ms"}, f, indent=2)
         print(f"wrote {args.json}")

@@ -29,3 +29,18 @@ def test_chunked_baselines_match_the_naive_formula(d, monkeypatch):
     expected = torch.cdist(x, y).min(dim=1)
     torch.testing.assert_close(distance, expected.values, rtol=1e-10, atol=1e-12)
     assert torch.equal(index, expected.indices)
+
+
+def test_exp_floor_probe_sums_tlkit_exp():
+    """The exp floor times tlkit's own exp2: the probe's sums match exp in float64 to the kernels' fp32 contract."""
+    import ctypes
+
+    import numpy as np
+
+    t = -np.random.default_rng(0).random(4096, dtype=np.float32)
+    rate = 20 / np.log(2)
+    sums = bench_kernels.tlkit_exp_sums()
+    pointer = t.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+    total = sums(pointer, t.size, ctypes.c_float(rate), 3)
+    expected = 3 * np.exp2(np.float32(rate) * t.astype(np.float64)).sum()
+    assert abs(total - expected) <= 1e-5 * expected
