@@ -15,7 +15,8 @@ once a call takes > 3 s; a call over 10 s is timed on the warm-up call itself).
 Memory: peak resident-set growth during the warm-up call (freed heap first returned to the OS with malloc_trim),
 sampled every millisecond from /proc/self/statm by a thread: a measurement, not an analytical count; peaks shorter
 than the sampling period can be missed, and the extension's own load is excluded by a tiny call first.  Naive torch is
-skipped, with the bytes it would need, where its matrices (12 n² bytes forward, 36 n² with autograd) exceed 16 GiB.
+skipped, with the bytes it would need, where its matrices (12 n² bytes forward, 36 n² with autograd) exceed 16 GiB;
+pykeops where its projected time (its previous size's, times the ratio of pairs) exceeds 60 s.
 
 Issue-16 sections (also alone with --only-new):
   * physical floors measured here: fp32 GEMM rate (torch.mm, 2048^2, the set threads) and vectorised exp rate
@@ -48,6 +49,9 @@ import torch
 import tlkit as tl
 
 NAIVE_LIMIT_BYTES = 16 * 2**30
+# pykeops rows whose projected time (the previous size's, times the pair ratio) exceeds this are skipped: on the CPU
+# pykeops runs 25-95x slower than tlkit, and fwd+bwd at n = 4000, d = 512 already takes ~50 s.
+KEOPS_LIMIT_SECONDS = 60.0
 LONG_CALL_SECONDS = 10.0  # time such a call once, with no separate warm-up
 # Entries of one kernel-matrix block in chunked torch: 16 MiB in float32 (64 MiB blocks ran 3.6x slower at d = 2).
 CHUNK_ELEMENTS = 2**22
@@ -469,6 +473,7 @@ def main():
     generator = torch.Generator().manual_seed(0)
     for d in args.dims:
         sigma = (2.0 * d) ** 0.5
+        keops_last = {}  # task -> (n, seconds) of its last timed pykeops row
         for n in sizes:
             x = torch.randn(n, d, generator=generator)
             y = torch.randn(n, d, generator=generator) + 0.5
@@ -480,10 +485,19 @@ def main():
                         row[name] = {"skipped": "OOM", "needs_bytes": need}
                         print(f"{task:8} {d:>4} {n:>6} | {name:8} OOM-skipped (needs {gib(need):.1f} GiB)")
                         continue
+                    if name == "keops" and task in keops_last:
+                        projected = keops_last[task][1] * (n / keops_last[task][0]) ** 2
+                        if projected > KEOPS_LIMIT_SECONDS:
+                            row[name] = {"skipped": "slow", "projected_seconds": projected}
+                            print(f"{task:8} {d:>4} {n:>6} | {name:8} skipped (projected {projected:.0f} s "
+                                  f"> {KEOPS_LIMIT_SECONDS:.0f} s)")
+                            continue
                     if name == "keops":
                         fn(x[:16], y[:16])  # KeOps compiles each formula (per d) on first use: not timed
                     seconds, peak = measure(lambda: fn(x, y), args.repeats)
                     row[name] = {"seconds": seconds, "peak_rss_bytes": peak}
+                    if name == "keops":
+                        keops_last[task] = (n, seconds)
                     floor = row_floor(task, n, d, floors)
                     row["floor_seconds"] = floor
                     ratio = "" if name == "tlkit" else f"{seconds / row['tlkit']['seconds']:.2f}x"
