@@ -292,12 +292,13 @@ def tlkit_exp_sums():
     from tlkit.kernels import _build
 
     compiler = os.environ.get("CXX", "c++")
-    library = Path(tempfile.mkdtemp(prefix="tlkit-exp-rate-")) / "exp_rate.so"
     flags = [f for f in _build.FLAGS["cpp"]["extra_cflags"] if f != "-fopenmp"] + ["-fopenmp-simd"]
-    subprocess.run([compiler, "-std=c++20", *flags, "-shared", "-fPIC", f"-I{_build.CSRC}",
-                    str(Path(__file__).with_name("exp_rate.cpp")), "-o", str(library)],
-                   check=True, capture_output=True, text=True)
-    sums = ctypes.CDLL(str(library)).tlkit_exp2_sums
+    with tempfile.TemporaryDirectory(prefix="tlkit-exp-rate-") as folder:  # a loaded library outlives its file
+        library = Path(folder) / "exp_rate.so"
+        subprocess.run([compiler, "-std=c++20", *flags, "-shared", "-fPIC", f"-I{_build.CSRC}",
+                        str(Path(__file__).with_name("exp_rate.cpp")), "-o", str(library)],
+                       check=True, capture_output=True, text=True)
+        sums = ctypes.CDLL(str(library)).tlkit_exp2_sums
     sums.restype = ctypes.c_double
     sums.argtypes = [ctypes.POINTER(ctypes.c_float), ctypes.c_long, ctypes.c_float, ctypes.c_int]
     return sums
