@@ -275,7 +275,7 @@ def measure_floors(threads):
               "tlkit_exp_error": None}
     try:
         sums = tlkit_exp_sums()
-        t = (v / 20).numpy()  # r^2-like values in [-1, 0]; rate 20 log2(e) gives exp(-20 t)-like arguments
+        t = (v / 20).numpy()  # in [-1, 0]: 2^(rate t) with rate = 20 log2(e) is exp(v), torch.exp's block
         pointer = t.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
         rate = ctypes.c_float(20 / np.log(2))
         seconds = min(measure_once(lambda: sums(pointer, block, rate, repeats)) for _ in range(5))

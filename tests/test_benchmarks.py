@@ -1,7 +1,9 @@
 """The benchmark's baselines compute what tlkit computes: chunked torch against the naive formula, in float64."""
+import ctypes
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -33,10 +35,6 @@ def test_chunked_baselines_match_the_naive_formula(d, monkeypatch):
 
 def test_exp_floor_probe_sums_tlkit_exp():
     """The exp floor times tlkit's own exp2: the probe's sums match exp in float64 to the kernels' fp32 contract."""
-    import ctypes
-
-    import numpy as np
-
     t = -np.random.default_rng(0).random(4096, dtype=np.float32)
     rate = 20 / np.log(2)
     sums = bench_kernels.tlkit_exp_sums()
